@@ -1,0 +1,81 @@
+"""Figures like the paper's: test accuracy at early stop and early-stopping iteration
+against % weights remaining (log axis, decreasing to the right), one line per branch."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+from lth.storage import atomic_write_bytes  # noqa: E402
+
+BRANCH_STYLE = {
+    "ticket": dict(color="tab:blue", marker="o", label="winning ticket"),
+    "continued": dict(color="tab:purple", marker="v", label="continued training (search)"),
+    "reinit": dict(color="tab:orange", marker="s", label="random reinit"),
+    "random_prune": dict(color="tab:green", marker="^", label="random pruning"),
+}
+
+
+def save_figure(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def format_pct_axis(ax) -> None:
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("% of weights remaining")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str = "") -> None:
+    """``series``: branch -> points with ``weights_remaining``, ``test_acc_at_es``, ``es_iteration``
+    and optionally ``*_min`` / ``*_max`` bands (mean with min/max over trials)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for branch, points in series.items():
+        pts = sorted(points, key=lambda p: -p["weights_remaining"])
+        if not pts:
+            continue
+        style = BRANCH_STYLE.get(branch, dict(label=branch, marker="x"))
+        x = [p["weights_remaining"] for p in pts]
+        for ax, key, scale in ((axes[0], "test_acc_at_es", 100.0), (axes[1], "es_iteration", 1.0)):
+            y = [p[key] * scale for p in pts]
+            ax.plot(x, y, **style)
+            if all(f"{key}_min" in p for p in pts):
+                ax.fill_between(x, [p[f"{key}_min"] * scale for p in pts], [p[f"{key}_max"] * scale for p in pts],
+                                color=style.get("color"), alpha=0.2, linewidth=0)
+    axes[0].set_ylabel("test accuracy at early stop (%)")
+    axes[1].set_ylabel("early-stop iteration (min validation loss)")
+    for ax in axes:
+        format_pct_axis(ax)
+    axes[0].legend(loc="lower left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = "") -> None:
+    """``curves``: label -> evaluation points; test accuracy against iteration, one line per level."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    cmap = plt.get_cmap("viridis")
+    n = max(len(curves), 1)
+    for i, (label, points) in enumerate(curves.items()):
+        ax.plot([p["iteration"] for p in points], [100 * p["test_acc"] for p in points], label=label,
+                color=cmap(i / max(n - 1, 1)))
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title)
+    save_figure(fig, path)

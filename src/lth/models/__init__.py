@@ -1,0 +1,22 @@
+"""Architectures of the paper. Each is built from its config with the data's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import hydra.utils
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lth.models.lenet import LeNet
+
+
+def build_model(arch_cfg: DictConfig, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
+    """Instantiate ``arch_cfg`` (a ``_target_`` config) with initialisation drawn from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return hydra.utils.instantiate(arch_cfg, input_shape=tuple(input_shape), num_classes=num_classes)
+
+
+__all__ = ["LeNet", "build_model"]

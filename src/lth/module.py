@@ -1,0 +1,84 @@
+"""The LightningModule: one network trained for one round, with the mask enforced by the optimizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lth.pruning import Mask, MaskEnforcer
+from lth.schedule import LRSchedule
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+    def build(self, params) -> torch.optim.Optimizer:
+        name = self.name.lower()
+        if name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+        if name == "sgd":
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                nesterov=self.nesterov, foreach=True,
+            )
+        raise ValueError(f"optimizer.name={self.name!r} is not one of adam, adamw, sgd")
+
+
+class LotteryModule(pl.LightningModule):
+    """Trains ``model`` from its current weights with ``mask`` kept exactly at zero.
+
+    Iterations are counted absolutely: a round rewound to ``start_iteration`` K runs
+    iterations K..``end_iteration`` with the learning rate schedule of those iterations.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mask: Mask | None,
+        optimizer: OptimizerSettings,
+        schedule: LRSchedule,
+        start_iteration: int = 0,
+        end_iteration: int = 1,
+    ):
+        super().__init__()
+        self.model = model
+        self.mask = mask
+        self.optimizer_settings = optimizer
+        self.schedule = schedule
+        self.start_iteration = start_iteration
+        self.end_iteration = end_iteration
+        self.enforcer: MaskEnforcer | None = None
+        self.last_loss: torch.Tensor | None = None
+
+    @property
+    def iteration(self) -> int:
+        """The absolute training iteration (number of optimizer steps taken since θ0)."""
+        return self.start_iteration + self.global_step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.model(x), y)
+        self.last_loss = loss.detach()
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_settings.build(self.model.parameters())
+        if self.mask is not None:
+            self.enforcer = MaskEnforcer(self.model, self.mask).attach(optimizer)
+        start, schedule = self.start_iteration, self.schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.factor(start + step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

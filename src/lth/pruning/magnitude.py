@@ -1,0 +1,58 @@
+"""Magnitude pruning of the remaining weights: layer-wise and global.
+
+Counts: a round at rate ``p`` removes ``round(p * r)`` of the ``r`` weights still
+alive (per tensor for layer-wise, over all non-exempt tensors for global), so
+after ``n`` rounds about ``(1 - p)^n`` remain. Ties in magnitude are broken by a
+stable sort: among equal magnitudes the weight that comes first (tensor order,
+then flat index) is pruned first, so the count removed is always exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lth.pruning.mask import Mask
+
+
+def prune_count(rate: float, alive: int) -> int:
+    """How many of ``alive`` weights a round at ``rate`` removes (round half up)."""
+    return min(alive, int(rate * alive + 0.5))
+
+
+def _smallest_alive(scores: torch.Tensor, alive: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat bool tensor: True for the ``k`` alive entries of smallest score."""
+    pruned = torch.zeros_like(alive)
+    if k <= 0:
+        return pruned
+    alive_idx = alive.nonzero().squeeze(1)
+    order = torch.sort(scores[alive_idx], stable=True).indices[:k]
+    pruned[alive_idx[order]] = True
+    return pruned
+
+
+def prune_layerwise(mask: Mask, weights: dict[str, torch.Tensor], rates: dict[str, float]) -> Mask:
+    """Prune ``rates[name]`` of each tensor's remaining weights by magnitude (missing = 0)."""
+    new = Mask()
+    for name, m in mask.items():
+        rate = rates.get(name, 0.0)
+        flat = m.flatten()
+        k = prune_count(rate, int(flat.sum()))
+        pruned = _smallest_alive(weights[name].detach().abs().flatten().cpu().float(), flat, k)
+        new[name] = (flat & ~pruned).view_as(m)
+    return new
+
+
+def prune_global(mask: Mask, weights: dict[str, torch.Tensor], rate: float, names: list[str]) -> Mask:
+    """Prune ``rate`` of the remaining weights of ``names`` together, by one magnitude threshold."""
+    new = Mask({name: m.clone() for name, m in mask.items()})
+    if not names:
+        return new
+    alive = torch.cat([mask[n].flatten() for n in names])
+    scores = torch.cat([weights[n].detach().abs().flatten().cpu().float() for n in names])
+    pruned = _smallest_alive(scores, alive, prune_count(rate, int(alive.sum())))
+    offset = 0
+    for n in names:
+        size = mask[n].numel()
+        new[n] = (alive[offset : offset + size] & ~pruned[offset : offset + size]).view_as(mask[n])
+        offset += size
+    return new

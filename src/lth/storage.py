@@ -1,0 +1,83 @@
+"""Atomic, checked file I/O: every artifact is written to a temporary file and renamed.
+
+A reader therefore sees either the previous complete file or the new complete one,
+never a half-written file. Tensors and checkpoints are read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CorruptFileError(RuntimeError):
+    """A file on disk exists but cannot be read back."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    if fieldnames is None:
+        fieldnames = []
+        for row in rows:
+            fieldnames += [k for k in row if k not in fieldnames]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """Load a tensor file saved by :func:`atomic_torch_save` (weights only)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated, garbage, or not a tensor file
+        raise CorruptFileError(f"{path} is corrupt or unreadable ({exc.__class__.__name__}: {exc})") from exc
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path} is corrupt ({exc})") from exc
