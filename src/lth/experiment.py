@@ -86,6 +86,7 @@ class Experiment:
         self.controls = [str(c) for c in cfg.controls]
         self.datamodule = None
         self.tracker: Tracker | None = None
+        self.extra_callbacks: list = []  # Lightning callbacks added to every round's Trainer (tests, tools)
 
     # ------------------------------------------------------------------ set-up
     def claim_folder(self) -> None:
@@ -234,6 +235,7 @@ class Experiment:
         ]
         if capture_at is not None:
             callbacks.append(CaptureState(capture_at, self.dir / "theta_k.pt"))
+        callbacks += self.extra_callbacks
         trainer = self.make_trainer(bdir, end - start, callbacks)
         stream = dm.train_stream(int(self.cfg.train.batch_size), self.seed, end,
                                  position=lambda: module.iteration, length=end - start)

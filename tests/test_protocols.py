@@ -1,0 +1,154 @@
+"""The IMP protocol end to end on the embedded digits: resets, rewinding, warm-up, controls, seeds."""
+
+import csv
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lth.experiment import Experiment
+from lth.pruning import Mask
+from lth.schedule import LRSchedule
+from lth.storage import load_tensors
+from tests.conftest import FAST, compose_config
+
+SMALL = ["experiment=quickstart", *FAST, "train.iterations=40", "eval_every=10", "prune.rounds=2"]
+
+
+class RecordStart(pl.Callback):
+    """Records, per training, the weights, LR, optimizer state and first batch at its start."""
+
+    def __init__(self):
+        self.starts = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0 and pl_module.global_step == 0:
+            opt = trainer.optimizers[0]
+            self.starts.append({
+                "state": {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()},
+                "lr": opt.param_groups[0]["lr"],
+                "opt_state": len(opt.state),
+                "batch": (batch[0].clone(), batch[1].clone()),
+                "start": pl_module.start_iteration,
+            })
+
+
+def run(tmp_path, overrides, record=None):
+    cfg = compose_config([*SMALL, *overrides])
+    exp = Experiment(cfg, tmp_path / "exp")
+    if record is not None:
+        exp.extra_callbacks.append(record)
+    return exp, exp.run()
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_reset_restores_every_parameter_and_buffer_to_theta0_then_masks(tmp_path):
+    rec = RecordStart()
+    exp, rows = run(tmp_path, [], rec)
+    theta0 = load_tensors(exp.dir / "theta0.pt")
+    assert len(rec.starts) == 3  # dense + 2 rounds
+    for level, start in enumerate(rec.starts):
+        mask = Mask.load(exp.dir / f"round_{level:02d}" / "mask.pt")
+        for name, value in start["state"].items():
+            expected = theta0[name] * mask[name] if name in mask else theta0[name]
+            assert torch.equal(value, expected), (level, name)  # biases included
+        assert start["opt_state"] == 0  # a fresh optimizer every round
+    # and the next mask was computed from the trained weights: it differs from pruning θ0
+    assert rows[1]["weights_remaining"] < 100
+
+
+def test_rewinding_restores_weights_lr_and_data_position_of_iteration_k(tmp_path):
+    rec = RecordStart()
+    k = 15
+    exp, rows = run(tmp_path, [f"rewind_iteration={k}", "lr_warmup=true", "warmup.iterations=30", "schedule.milestones=[35]"], rec)
+    theta_k = load_tensors(exp.dir / "theta_k.pt")
+    theta0 = load_tensors(exp.dir / "theta0.pt")
+    assert not torch.equal(theta_k["hidden.0.weight"], theta0["hidden.0.weight"])
+    cfg = exp.cfg
+    peak = float(cfg.warmup.lr)
+    dense, later = rec.starts[0], rec.starts[1:]
+    assert dense["start"] == 0 and dense["lr"] == 0.0  # warm-up from 0
+    stream = exp.datamodule.train_stream(int(cfg.train.batch_size), int(cfg.seed), int(cfg.train.iterations))
+    for level, start in enumerate(later, start=1):
+        mask = Mask.load(exp.dir / f"round_{level:02d}" / "mask.pt")
+        for name, value in start["state"].items():
+            expected = theta_k[name] * mask[name] if name in mask else theta_k[name]
+            assert torch.equal(value, expected)
+        assert start["start"] == k
+        assert start["lr"] == pytest.approx(peak * k / 30)  # the LR of iteration K
+        assert start["opt_state"] == 0  # fresh optimizer
+        x, y = stream.batch(k)  # the data position of iteration K
+        assert torch.equal(start["batch"][0], x) and torch.equal(start["batch"][1], y)
+    # rounds after the dense one evaluate at absolute iterations from K on
+    curve = read_csv(exp.dir / "round_01" / "ticket" / "curve.csv")
+    assert [int(float(p["iteration"])) for p in curve] == [20, 30, 40]
+    assert float(curve[-1]["lr"]) == pytest.approx(peak * 0.1)  # after the milestone at 35
+
+
+def test_warmup_lr_values_at_chosen_iterations():
+    s = LRSchedule(warmup_iterations=100, milestones=(150, 180), gamma=0.1)
+    assert [s.factor(i) for i in (0, 25, 50, 99, 100, 149)] == [0.0, 0.25, 0.5, 0.99, 1.0, 1.0]
+    assert s.factor(150) == pytest.approx(0.1) and s.factor(199) == pytest.approx(0.01)
+
+
+def test_warmup_in_a_run_logs_the_ramp(tmp_path):
+    exp, _ = run(tmp_path, ["lr_warmup=true", "warmup.iterations=40", "warmup.lr=0.01", "prune.rounds=1"])
+    curve = read_csv(exp.dir / "round_00" / "ticket" / "curve.csv")
+    # lr recorded after the step at iteration i is the LR for the next step: factor((i)/40)
+    assert [float(p["lr"]) for p in curve] == pytest.approx([0.01 * i / 40 for i in (10, 20, 30)] + [0.01])
+
+
+def test_controls_train_at_every_level_with_ticket_counts(tmp_path):
+    exp, rows = run(tmp_path, ["controls=[reinit,random_prune]"])
+    branches = [(r["round"], r["branch"]) for r in rows]
+    assert branches == [(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random_prune"),
+                        (2, "ticket"), (2, "reinit"), (2, "random_prune")]
+    for level in (1, 2):
+        ticket = Mask.load(exp.dir / f"round_{level:02d}" / "mask.pt")
+        rnd = Mask.load(exp.dir / f"round_{level:02d}" / "random_prune_mask.pt")
+        assert rnd.remaining() == ticket.remaining()
+        assert any(not torch.equal(rnd[n], ticket[n]) for n in ticket if not ticket[n].all())
+    table = read_csv(exp.dir / "results.csv")
+    assert {r["branch"] for r in table} == {"ticket", "reinit", "random_prune"}
+    same_level = [r for r in table if r["round"] == "2"]
+    assert len({r["weights_remaining"] for r in same_level}) == 1
+
+
+def test_same_seed_same_masks_and_metrics_different_seed_differs(tmp_path):
+    timing = ("train_time_s",)
+    _, a = run(tmp_path / "a", ["seed=3"])
+    _, b = run(tmp_path / "b", ["seed=3"])
+    _, c = run(tmp_path / "c", ["seed=4"])
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+    for level in range(3):
+        ma = Mask.load(tmp_path / "a" / "exp" / f"round_{level:02d}" / "mask.pt")
+        mb = Mask.load(tmp_path / "b" / "exp" / f"round_{level:02d}" / "mask.pt")
+        assert all(torch.equal(ma[n], mb[n]) for n in ma)
+    t3 = load_tensors(tmp_path / "a" / "exp" / "theta0.pt")
+    t4 = load_tensors(tmp_path / "c" / "exp" / "theta0.pt")
+    assert not torch.equal(t3["hidden.0.weight"], t4["hidden.0.weight"])
+    assert strip(a) != strip(c)
+
+
+def test_continue_strategy_prunes_from_continued_training(tmp_path):
+    exp, rows = run(tmp_path, ["strategy=continue"])
+    assert [(r["round"], r["branch"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (1, "continued"),
+                                                         (2, "ticket"), (2, "continued")]
+    assert (exp.dir / "round_01" / "continued" / "final.pt").exists()
+
+
+def test_oneshot_prunes_each_level_from_the_dense_weights(tmp_path):
+    exp, rows = run(tmp_path, ["prune.schedule=oneshot", "prune=global", "prune.rate=0.5"])
+    assert [round(r["weights_remaining"], 1) for r in rows] == [100.0, 50.0, 25.0]
+
+
+def test_global_pruning_in_an_experiment_spares_exempt_output(tmp_path):
+    exp, rows = run(tmp_path, ["prune=global", "prune.rate=0.3", "model.exempt=[output]"])
+    mask = Mask.load(exp.dir / "round_02" / "mask.pt")
+    assert mask["output.weight"].all()
+    assert not mask["hidden.0.weight"].all()
