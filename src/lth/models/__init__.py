@@ -9,7 +9,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from lth.models.conv import ConvNet
 from lth.models.lenet import LeNet
+from lth.models.resnet import ResNet
+from lth.models.vgg import VGG
 
 
 def build_model(arch_cfg: DictConfig, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
@@ -19,4 +22,4 @@ def build_model(arch_cfg: DictConfig, input_shape: Sequence[int], num_classes: i
         return hydra.utils.instantiate(arch_cfg, input_shape=tuple(input_shape), num_classes=num_classes)
 
 
-__all__ = ["LeNet", "build_model"]
+__all__ = ["ConvNet", "LeNet", "ResNet", "VGG", "build_model"]
