@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 
 from omegaconf import DictConfig, OmegaConf
@@ -63,8 +64,17 @@ def experiment_name(cfg: DictConfig) -> str:
     return f"{_sanitize(','.join(kept))}-{config_hash(cfg)}"
 
 
+# Set by lth.report.SweepCallback.on_multirun_start in the launching process, inherited by the
+# job processes: a job's own config only holds its own overrides (seed=1, not seed=0,1), so
+# without the pin every job would compute a different sweep folder.
+SWEEP_ENV = "LTH_SWEEP_NAME"
+
+
 def sweep_name(cfg: DictConfig) -> str:
     """The sweep folder: its overrides (sweep lists included) plus a hash of them."""
+    pinned = os.environ.get(SWEEP_ENV)
+    if pinned:
+        return pinned
     overrides = sorted(o for o in cfg.hydra.overrides.task if _is_identity_override(o))
     digest = hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
     return f"{_sanitize(','.join(overrides))}-{digest}"
