@@ -214,6 +214,8 @@ class Experiment:
                     log.warning("round %d %s: final weights unreadable (%s); retraining it", level, branch, exc)
                     done.unlink()
                     return self.train(level, branch, mask, init, start, keep_state, model_seed, capture_at)
+            for stale in (bdir / "checkpoints").glob("*.ckpt"):  # left by a kill between row.json and clean-up
+                stale.unlink()
             log.info("round %d %s: already complete (%.2f%% remaining), skipped", level, branch, row["weights_remaining"])
             return Trained(row, state)
 
@@ -303,6 +305,7 @@ class Experiment:
                 dense = self.train(0, "ticket", mask, theta0, 0, keep_state=True, capture_at=capture)
                 rows.append(dense.row)
                 if dense.row.get("diverged"):
+                    write_results(rows, self.dir)  # the diverged row is recorded before stopping
                     raise ExperimentError(f"the dense round diverged ({dense.row['diverged_reason']}); "
                                           "lower optimizer.lr or set lr_warmup=true")
                 if self.rewind > 0:
@@ -319,6 +322,7 @@ class Experiment:
             else:
                 driver = ticket.state
             if driver is None:
+                write_results(rows, self.dir)
                 raise ExperimentError(f"round {level} diverged, so there are no trained weights to prune further; "
                                       "lower optimizer.lr or set lr_warmup=true")
             if "reinit" in self.controls:

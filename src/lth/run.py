@@ -5,13 +5,19 @@ Examples::
     python -m lth.run experiment=quickstart
     python -m lth.run model=conv2 controls=[reinit,random_prune]
     python -m lth.run model=vgg19 prune=global lr_warmup=true -m
+
+Exit status: 0 done; 2 a problem the user can fix (a wrong or unknown setting, missing or
+corrupt dataset files, an output folder that cannot be written, a diverged round that
+leaves nothing to prune), reported as one ``error:`` line without a traceback
+(``HYDRA_FULL_ERROR=1`` shows it); 1 an unexpected failure. Re-running the same command
+continues an interrupted experiment.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-
 from pathlib import Path
 
 import hydra
@@ -26,20 +32,74 @@ log = logging.getLogger("lth")
 # The configs live in the repository's top-level conf/ (the package is installed editable).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
+USAGE_ERROR = 2
+_task_started = False  # False while Hydra is still composing the configuration
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete half-written ``.NAME.XXXX.tmp`` files left by a process killed while saving."""
+    for tmp in Path(folder).rglob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from lth.data.torchvision_files import DatasetNotFoundError
+    from lth.experiment import ExperimentError
+    from lth.storage import CorruptFileError
+    from lth.validation import ConfigError
+
+    types = [ConfigError, ExperimentError, DatasetNotFoundError, CorruptFileError]
+    try:
+        from lth.data.integrity import DatasetCorruptError
+
+        types.append(DatasetCorruptError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def _fail(message: str) -> None:
+    # Logged to the experiment's run.log only; the console gets the single ``error:`` line.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(USAGE_ERROR)
+
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
-    from lth.experiment import Experiment, ExperimentError
-    from lth.validation import ConfigError, validate_config
+def hydra_main(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    from lth.experiment import Experiment
+    from lth.validation import check_output_dir, validate_config
 
+    user_errors = _user_error_types()
     try:
         validate_config(cfg)
-        out_dir = HydraConfig.get().runtime.output_dir
-        Experiment(cfg, out_dir).run()
-    except (ConfigError, ExperimentError) as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        check_output_dir(out_dir)
+        remove_stale_temporaries(out_dir)
+        experiment = Experiment(cfg, out_dir)
+        experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
+        experiment.run()
+    except user_errors as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _fail(str(exc))
+
+
+def main() -> None:
+    """The entry point (``python -m lth.run``, ``lth-run``); a configuration Hydra cannot compose (unknown option, bad override) exits with 2."""
+    try:
+        hydra_main()
+    except SystemExit as exc:
+        if exc.code not in (0, None) and not _task_started:
+            sys.exit(USAGE_ERROR)
+        raise
 
 
 if __name__ == "__main__":
