@@ -1,0 +1,182 @@
+"""The paper's CIFAR-10 architectures: pinned weight counts, layer kinds, configs, short experiments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lth.data import CIFAR10DataModule
+from lth.experiment import Experiment
+from lth.models import VGG, ConvNet, ResNet
+from lth.pruning import prunable_tensors
+from lth.pruning.prunable import is_exempt
+from lth.validation import validate_config
+from tests.conftest import FAST, compose_config
+from tests.test_cifar10 import load_cifar
+
+CIFAR = ((3, 32, 32), 10)
+ALL_MODELS = ["conv2", "conv4", "conv6", "vgg11", "vgg13", "vgg16", "vgg19", "resnet20", "resnet18"]
+
+
+def prunable_count(model: nn.Module) -> int:
+    return sum(t.numel for t in prunable_tensors(model))
+
+
+# ---------------------------------------------------------------- weight counts
+@pytest.mark.parametrize(
+    "depth, expected", [(2, 4_300_992), (4, 2_425_024), (6, 2_261_184)], ids=["conv2", "conv4", "conv6"]
+)
+def test_conv_prunable_weights(depth, expected):
+    model = ConvNet(*CIFAR, depth=depth)
+    tensors = prunable_tensors(model)
+    assert prunable_count(model) == expected
+    kinds = [t.kind for t in tensors]
+    assert kinds == ["conv"] * depth + ["fc", "fc", "output"]
+    assert tensors[-1].numel == 256 * 10
+
+
+@pytest.mark.parametrize(
+    "depth, expected, convs",
+    [(11, 9_222_848, 8), (13, 9_407_168, 10), (16, 14_715_584, 13), (19, 20_024_000, 16)],
+    ids=["vgg11", "vgg13", "vgg16", "vgg19"],
+)
+def test_vgg_prunable_weights(depth, expected, convs):
+    model = VGG(*CIFAR, depth=depth)
+    tensors = prunable_tensors(model)
+    assert prunable_count(model) == expected
+    assert [t.kind for t in tensors] == ["conv"] * convs + ["output"]
+    assert tensors[-1].numel == 512 * 10  # one fc 512 -> 10
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == convs
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))  # BN follows every conv
+
+
+def test_vgg_plan_argument():
+    assert prunable_count(VGG(*CIFAR, plan=[16, "M", 32])) == 3 * 16 * 9 + 16 * 32 * 9 + 32 * 10
+
+
+def test_resnet20_counts_and_shortcuts():
+    model = ResNet(*CIFAR, depth=20)
+    total = sum(p.numel() for p in model.parameters())
+    assert total == 272_474 and 270_000 < total < 275_000  # He et al.: 0.27M
+    assert prunable_count(model) == 270_896
+    tensors = prunable_tensors(model)
+    shortcuts = [t for t in tensors if "shortcut" in t.name]
+    assert [t.numel for t in shortcuts] == [16 * 32, 32 * 64]  # 1x1 convs where the shape changes
+    assert tensors[-1].kind == "output" and tensors[-1].numel == 64 * 10
+    exempt = ["output", "*shortcut*"]
+    pruned = [t for t in tensors if not is_exempt(t, exempt)]
+    assert len(pruned) == 19 and all(t.kind == "conv" for t in pruned)  # 19 3x3 convs
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 21
+
+
+def test_resnet_depths():
+    assert len([t for t in prunable_tensors(ResNet(*CIFAR, depth=56)) if t.kind == "conv"]) == 55 + 2
+    with pytest.raises(ValueError):
+        ResNet(*CIFAR, depth=18)
+
+
+def test_forward_shapes_and_seeded_initialisation():
+    x = torch.randn(2, 3, 32, 32)
+    for model in (ConvNet(*CIFAR, depth=6), ResNet(*CIFAR, depth=20), *(VGG(*CIFAR, depth=d) for d in (11, 13, 16))):
+        model.eval()
+        with torch.no_grad():
+            assert model(x).shape == (2, 10)
+    torch.manual_seed(0)
+    a = ConvNet(*CIFAR, depth=2).state_dict()
+    torch.manual_seed(0)
+    b = ConvNet(*CIFAR, depth=2).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    w = a["hidden.0.weight"]
+    assert abs(w.std().item() - (2 / sum(w.shape)) ** 0.5) < 1e-3  # Gaussian Glorot
+    assert not a["output.bias"].any()
+
+
+# ---------------------------------------------------------------- configs
+PROTOCOLS = {
+    # model: (arch target, scheme, iterations, batch, optimizer, lr, milestones, augment)
+    "conv2": ("lth.models.ConvNet", "layerwise", 20000, 60, "adam", 2e-4, [], False),
+    "conv4": ("lth.models.ConvNet", "layerwise", 25000, 60, "adam", 3e-4, [], False),
+    "conv6": ("lth.models.ConvNet", "layerwise", 30000, 60, "adam", 3e-4, [], False),
+    "vgg11": ("lth.models.VGG", "global", 112480, 64, "sgd", 0.1, [56240, 84360], True),
+    "vgg13": ("lth.models.VGG", "global", 112480, 64, "sgd", 0.1, [56240, 84360], True),
+    "vgg16": ("lth.models.VGG", "global", 112480, 64, "sgd", 0.1, [56240, 84360], True),
+    "vgg19": ("lth.models.VGG", "global", 112480, 64, "sgd", 0.1, [56240, 84360], True),
+    "resnet20": ("lth.models.ResNet", "global", 30000, 128, "sgd", 0.1, [20000, 25000], True),
+    "resnet18": ("lth.models.ResNet", "global", 30000, 128, "sgd", 0.1, [20000, 25000], True),
+}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_config_composes_with_the_papers_protocol(name):
+    cfg = compose_config([f"model={name}", *FAST])
+    target, scheme, iterations, batch, opt, lr, milestones, augment = PROTOCOLS[name]
+    assert cfg.data._target_ == "lth.data.CIFAR10DataModule"
+    assert cfg.model.arch._target_ == target and cfg.prune.scheme == scheme
+    assert (cfg.train.iterations, cfg.train.batch_size, cfg.train.augment) == (iterations, batch, augment)
+    assert (cfg.optimizer.name, cfg.optimizer.lr) == (opt, pytest.approx(lr))
+    assert list(cfg.schedule.milestones) == milestones
+    if opt == "sgd":
+        assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, pytest.approx(1e-4))
+    if name.startswith("conv"):
+        conv_rate = 0.15 if name == "conv6" else 0.1
+        assert dict(cfg.prune.rates) == {"conv": conv_rate, "fc": 0.2, "output": 0.1}
+        assert list(cfg.prune.exempt) == []
+    elif name.startswith("vgg"):
+        assert cfg.prune.rate == 0.2 and list(cfg.prune.exempt) == ["output"]
+        assert (cfg.warmup.iterations, cfg.warmup.lr) == (10000, 0.1)
+    else:
+        assert cfg.prune.rate == 0.2 and list(cfg.prune.exempt) == ["output", "*shortcut*"]
+        assert (cfg.warmup.iterations, cfg.warmup.lr) == (20000, pytest.approx(0.03))
+        assert cfg.model.name == "resnet20"  # resnet18 is an alias of the same configuration
+    validate_config(cfg, check_model=not name.startswith("vgg1"))  # builds the model on the data's shape
+
+
+def test_resnet18_is_an_alias_of_resnet20():
+    from omegaconf import OmegaConf
+
+    a, b = compose_config(["model=resnet18", *FAST]), compose_config(["model=resnet20", *FAST])
+    assert OmegaConf.to_container(a) == OmegaConf.to_container(b)
+
+
+# ---------------------------------------------------------------- short experiments
+@pytest.fixture
+def small_cifar(data_dir, monkeypatch):
+    """Real CIFAR-10 images, but small validation and test sets so that CPU evaluation stays cheap."""
+    full = load_cifar(str(data_dir))
+    small = {"train": tuple(t[:1000] for t in full.splits["train"]),
+             "val": tuple(t[:64] for t in full.splits["val"]),
+             "test": tuple(t[:64] for t in full.splits["test"])}
+    monkeypatch.setattr(CIFAR10DataModule, "load_splits", lambda self: dict(small))
+    return small
+
+
+def run_experiment(tmp_path, data_dir, name, extra=()):
+    cfg = compose_config([f"model={name}", *FAST, f"data.root={data_dir}", "train.iterations=4", "eval_every=2",
+                          "prune.rounds=1", "eval_batch_size=64", *extra])
+    exp = Experiment(cfg, tmp_path / name)
+    rows = exp.run()
+    return exp, rows
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("conv2", ["train.batch_size=16"]),
+    ("conv6", ["train.batch_size=16"]),
+    ("resnet20", ["train.batch_size=16", "lr_warmup=true"]),
+])
+def test_short_experiment(tmp_path, data_dir, small_cifar, name, extra):
+    exp, rows = run_experiment(tmp_path, data_dir, name, extra)
+    assert [r["round"] for r in rows] == [0, 1]
+    assert rows[0]["weights_remaining"] == 100.0 and rows[1]["weights_remaining"] < 100.0
+    assert exp.datamodule.augment is (None if name.startswith("conv") else __import__(
+        "lth.data.augment", fromlist=["random_crop_flip"]).random_crop_flip)
+    assert (exp.dir / "results.csv").exists()
+
+
+def test_vgg19_short_experiment_with_warmup(tmp_path, data_dir, small_cifar):
+    exp, rows = run_experiment(tmp_path, data_dir, "vgg19",
+                               ["prune=global", "lr_warmup=true", "train.iterations=2", "eval_every=1",
+                                "train.batch_size=4"])
+    assert [r["round"] for r in rows] == [0, 1]
+    assert rows[1]["weights_remaining"] == pytest.approx(100 * (1 - 0.2 * (1 - 5120 / 20_024_000)), abs=0.01)
