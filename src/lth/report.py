@@ -324,6 +324,12 @@ class SweepCallback(_HydraCallback):
         except Exception as exc:  # never stop a sweep for its folder's name
             log.warning("could not pin the sweep folder name (%s)", exc)
 
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        """``wandb.finish()`` after every job, so the next job of a multirun starts its own run."""
+        from lth.tracking import _quiet_finish
+
+        _quiet_finish()
+
     def on_multirun_end(self, config, **kwargs) -> None:
         from lth.naming import SWEEP_ENV
 

@@ -53,6 +53,9 @@ class Tracker:
         self.mode = wandb_mode(lcfg.get("mode", "auto"))
         if self.mode == "disabled":
             return
+        if global_rank() != 0:  # multi-GPU: only rank 0 talks to W&B
+            self.mode = "disabled"
+            return
         try:
             from pytorch_lightning.loggers import WandbLogger
 
@@ -61,9 +64,9 @@ class Tracker:
                 entity=lcfg.get("entity"),
                 name=name,
                 id=run_id,
-                group=f"{cfg.model.name}-{cfg.prune.scheme}",
-                job_type="experiment",
-                tags=list(lcfg.get("tags", [])),
+                group=lcfg.get("group") or setting_group(cfg),
+                job_type=f"{cfg.model.name}-{cfg.prune.scheme}",
+                tags=_tags(cfg, lcfg),
                 save_dir=str(out_dir),
                 offline=self.mode == "offline",
                 resume="allow",
@@ -71,6 +74,7 @@ class Tracker:
             )
             run = logger.experiment  # starts the run now, so failures surface here
             run.config.update(OmegaConf.to_container(cfg, resolve=True), allow_val_change=True)
+            run.config.update({"lth/setting": setting_group(cfg), "lth/output_dir": str(out_dir)}, allow_val_change=True)
             run.define_metric("curve/iteration")
             run.define_metric("curve/*", step_metric="curve/iteration")
             run.define_metric("level/weights_remaining")
@@ -81,19 +85,22 @@ class Tracker:
             log.warning("W&B is off for this experiment (%s: %s); results are still written to disk.",
                         exc.__class__.__name__, exc)
             self.logger = None
+            _quiet_finish()
+
+    broken = False  # set when W&B failed mid-run: nothing more is logged, the run is still finished
 
     @property
     def active(self) -> bool:
-        return self.logger is not None
+        return self.logger is not None and not self.broken
 
     def _log(self, data: dict) -> None:
-        if self.logger is None:
+        if not self.active:
             return
         try:
             self.logger.experiment.log(data)
         except Exception as exc:
             log.warning("W&B logging failed (%s); tracking switched off, files on disk unaffected.", exc)
-            self.logger = None
+            self.broken = True
 
     def curve_point(self, round_: int, branch: str, point: dict) -> None:
         prefix = f"curve/{branch}/r{round_:02d}"
@@ -109,7 +116,8 @@ class Tracker:
         self._log(data)
 
     def finish(self, rows: list[dict], figures: list[Path]) -> None:
-        if self.logger is None:
+        if not self.active:
+            self.close()
             return
         try:
             import wandb
@@ -137,12 +145,57 @@ class Tracker:
             import wandb
 
             run_dir = getattr(self, "run_dir", None)
-            wandb.finish()
+            wandb.finish(exit_code=1 if self.broken else 0)
             if self.mode == "offline" and run_dir is not None:
                 log.info("W&B ran offline; upload with:  wandb sync %s", run_dir)
         except Exception as exc:
             log.warning("wandb.finish failed (%s)", exc)
+            _quiet_finish()
         self.logger = None
+
+
+def global_rank() -> int:
+    """This process's rank in a multi-process (DDP) job; 0 when there is none."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            if var == "SLURM_PROCID" and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1:
+                continue
+            return int(os.environ[var])
+    return 0
+
+
+def setting_group(cfg: DictConfig) -> str:
+    """W&B group: model, scheme and a hash of the configuration without the seed, so that the
+    seeds of one setting are one group (W&B then draws their mean and min/max)."""
+    import hashlib
+    import json
+
+    from lth.naming import identity_config
+
+    ident = identity_config(cfg)
+    ident.pop("seed", None)
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{cfg.model.name}-{cfg.prune.scheme}-{digest}"
+
+
+def _tags(cfg: DictConfig, lcfg) -> list[str]:
+    tags = [str(t) for t in (lcfg.get("tags", []) or [])]
+    tags += [str(cfg.model.name), f"prune={cfg.prune.scheme}", f"strategy={cfg.get('strategy', 'reset')}"]
+    return list(dict.fromkeys(tags))
+
+
+def _quiet_finish() -> None:
+    """End a half-started run so the next experiment (a later multirun job) starts clean."""
+    try:
+        import sys
+
+        if "wandb" in sys.modules:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+    except Exception:
+        pass
 
 
 def _settings():
