@@ -74,26 +74,44 @@ def _fail(message: str) -> None:
 def hydra_main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
-    from lth.experiment import Experiment
-    from lth.validation import check_output_dir, validate_config
+    from lth.validation import ConfigError, check_output_dir, validate_config
 
-    user_errors = _user_error_types()
-    try:
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:  # before the heavy imports, so that a wrong setting is reported at once
         validate_config(cfg)
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         check_output_dir(out_dir)
+    except ConfigError as exc:
+        if full_error:
+            raise
+        _fail(str(exc))
+
+    from lth.experiment import Experiment
+
+    user_errors = _user_error_types()
+    try:
         remove_stale_temporaries(out_dir)
         experiment = Experiment(cfg, out_dir)
         experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
         experiment.run()
     except user_errors as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error:
             raise
         _fail(str(exc))
 
 
 def main() -> None:
     """The entry point (``python -m lth.run``, ``lth-run``); a configuration Hydra cannot compose (unknown option, bad override) exits with 2."""
+    from lth.validation import ConfigError, check_output_override
+
+    try:  # an output folder given on the command line is checked before Hydra tries to create it
+        for arg in sys.argv[1:]:
+            key, _, value = arg.partition("=")
+            if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+                check_output_override(value)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(USAGE_ERROR)
     try:
         hydra_main()
     except SystemExit as exc:

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -22,6 +22,21 @@ class ConfigError(ValueError):
 def _positive_int(key: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{key}={value!r} must be a positive integer; set e.g. {key}=1")
+
+
+def _user_key(node: DictConfig, key: str, path: str) -> str:
+    """The key a user sets: ``model.rates.fc`` when ``prune.rates`` is ``${model.rates}``."""
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        head, tail = ".".join(parts[:i]), parts[i:]
+        try:
+            inner = OmegaConf.select(node, head, throw_on_resolution_failure=False)
+            raw = node._get_node(parts[0])._value() if i == 1 else None
+        except Exception:
+            raw = None
+        if isinstance(raw, str) and raw.startswith("${") and raw.endswith("}") and inner is not None:
+            return ".".join([raw[2:-1], *tail])
+    return f"{path}.{key}"
 
 
 def _rate(key: str, value, hint: str) -> None:
@@ -68,7 +83,8 @@ def validate_config(cfg: DictConfig, check_model: bool = True) -> None:
     if p.get("schedule", "iterative") not in ("iterative", "oneshot"):
         raise ConfigError(f"prune.schedule={p.schedule!r} is not known; choose prune.schedule=iterative or oneshot")
     if p.scheme == "global":
-        _rate("prune.rate", p.rate, "set e.g. prune.rate=0.2")
+        key = _user_key(p, "rate", "prune")
+        _rate(key, p.rate, f"set e.g. {key}=0.2")
     if check_model:
         check_model_fits_data(cfg)
 
@@ -117,11 +133,11 @@ def check_model_fits_data(cfg: DictConfig) -> None:
     exempt = list(cfg.prune.get("exempt", []) or [])
     rates = cfg.prune.rates
     for kind in sorted({t.kind for t in prunable_tensors(model) if not is_exempt(t, exempt)}):
+        key = _user_key(cfg.prune, f"rates.{kind}", "prune")
         if kind not in rates:
             raise ConfigError(f"prune.rates has no rate for the {kind} layers of model={model_name}; "
-                              f"set prune.rates.{kind}=0.2 (or exempt them with prune.exempt=[{kind}])")
-        _rate(f"prune.rates.{kind}", rates[kind],
-              f"set e.g. prune.rates.{kind}=0.2, or exempt those layers with prune.exempt=[{kind}]")
+                              f"set +{key}=0.2")
+        _rate(key, rates[kind], f"set e.g. {key}=0.2")
 
 
 def check_output_dir(path: Path | str) -> None:
@@ -137,3 +153,23 @@ def check_output_dir(path: Path | str) -> None:
             f"the output folder {path} is not writable ({exc.strerror or exc}); choose another one with "
             f"hydra.run.dir=PATH (or hydra.sweep.dir=PATH for -m)"
         ) from None
+
+
+def check_output_override(path: Path | str) -> None:
+    """Before Hydra creates ``path``: its nearest existing ancestor is a folder this process can write."""
+    path = Path(path).expanduser().absolute()
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.is_dir():
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=ancestor)
+            os.close(fd)
+            os.unlink(probe)
+            return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    else:
+        reason = f"{ancestor} is a file, not a folder"
+    raise ConfigError(f"the output folder {path} cannot be created ({reason}); choose another one with "
+                      f"hydra.run.dir=PATH (or hydra.sweep.dir=PATH for -m)")
