@@ -34,6 +34,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from lth.checkpointing import AtomicCheckpointIO, CaptureState, usable_checkpoint
+from lth.distributed import local_device_index, sync_mask
 from lth.evaluation import DivergedError, PeriodicEvaluation, summarize
 from lth.figures import plot_learning_curves, plot_sparsity_figure
 from lth.models import build_model
@@ -67,7 +68,7 @@ class Trained:
 def resolve_device(trainer_cfg: DictConfig) -> torch.device:
     accel = str(trainer_cfg.get("accelerator", "auto"))
     if accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", 0)
+        return torch.device("cuda", local_device_index())  # DDP: this rank's GPU
     if accel == "mps":
         return torch.device("mps")
     return torch.device("cpu")
@@ -156,11 +157,12 @@ class Experiment:
     def mask_for_round(self, level: int, previous: Mask | None, driver_weights: dict | None) -> Mask:
         path = self.dir / f"round_{level:02d}" / "mask.pt"
         if path.exists():
-            return Mask.load(path)
+            return sync_mask(Mask.load(path))
         if level == 0:
             mask = Mask.dense(self.new_model(self.seed))
         else:
             mask = self.next_mask(previous, driver_weights, level)
+        mask = sync_mask(mask)  # DDP: rank 0's mask on every rank (checked by checksum)
         mask.save(path)
         return mask
 
@@ -269,7 +271,7 @@ class Experiment:
                 atomic_torch_save(state, bdir / "final.pt")
         atomic_write_json(done, row)  # the completion marker, written last
         for ckpt in ckpt_dir.glob("*.ckpt"):
-            ckpt.unlink()
+            ckpt.unlink(missing_ok=True)
         if self.tracker:
             self.tracker.level(row)
         log.info("round %d %s: test acc at early stop %.4f (iteration %s), final %.4f, %.1fs", level, branch,
@@ -335,6 +337,7 @@ class Experiment:
                     rmask = Mask.load(rmask_path)
                 else:
                     rmask = random_mask_like(mask, self.seed + RANDOM_MASK_SEED_OFFSET + level)
+                    rmask = sync_mask(rmask)
                     rmask.save(rmask_path)
                 rows.append(self.train(level, "random_prune", rmask, rewind_state, start, keep_state=False).row)
             write_results(rows, self.dir)

@@ -31,12 +31,35 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+def global_rank() -> int:
+    """This process's rank in a multi-process (DDP) job, from the launcher's environment; 0 when
+    there is none. Lightning sets LOCAL_RANK/NODE_RANK, torchrun RANK, srun SLURM_PROCID."""
+    env = os.environ
+    if env.get("RANK", "").isdigit():
+        return int(env["RANK"])
+    if env.get("SLURM_PROCID", "").isdigit() and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+        return int(env["SLURM_PROCID"])
+    local, node = env.get("LOCAL_RANK", "0"), env.get("NODE_RANK", "0")
+    if local.isdigit() and node.isdigit() and (int(local) or int(node)):
+        return max(int(local), 1) * (1 + int(node))  # nonzero: only rank 0 matters here
+    return 0
+
+
+def is_writer() -> bool:
+    """Only rank 0 of a multi-process (DDP) job writes files; the other ranks run the same
+    loop (they must, to join every collective) but their writes are skipped."""
+    return global_rank() == 0
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it.
 
     If anything fails (disk full, I/O error, the process killed), ``path`` keeps its previous
     content; a temporary ``.NAME.XXXX.tmp`` is removed here, or by ``lth.run`` on the next start.
+    Ranks other than 0 of a multi-process job write nothing (see :func:`is_writer`).
     """
+    if not is_writer():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

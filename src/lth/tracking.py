@@ -22,6 +22,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lth.storage import global_rank
+
 log = logging.getLogger("lth")
 
 
@@ -152,16 +154,6 @@ class Tracker:
             log.warning("wandb.finish failed (%s)", exc)
             _quiet_finish()
         self.logger = None
-
-
-def global_rank() -> int:
-    """This process's rank in a multi-process (DDP) job; 0 when there is none."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if os.environ.get(var, "").isdigit():
-            if var == "SLURM_PROCID" and int(os.environ.get("SLURM_NTASKS", "1") or 1) <= 1:
-                continue
-            return int(os.environ[var])
-    return 0
 
 
 def setting_group(cfg: DictConfig) -> str:
