@@ -78,7 +78,11 @@ def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str =
     axes[1].set_ylabel("early-stop iteration (min validation loss)")
     for ax in axes:
         format_pct_axis(ax, sorted(levels, reverse=True))
-    axes[0].legend(loc="lower left", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend for both panels, below them, so it never hides a curve
+        long = max(len(label) for label in labels) > 30
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.01), fontsize=8, frameon=False,
+                   ncol=1 if long else min(len(labels), 4))
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
@@ -103,5 +107,5 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str =
     if curves:
         ax.legend(title="% weights remaining", fontsize=7, title_fontsize=7, ncol=2)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     save_figure(fig, path)

@@ -292,7 +292,7 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     if len(compare) > 1:
         cmp_fig = fig_dir / "compare_lottery_ticket.png"
         plot_sparsity_figure(compare, cmp_fig, "winning tickets of every setting (mean, min/max over seeds)")
-        md[5:5] = [f"![all settings]({cmp_fig.relative_to(out).as_posix()})", ""]
+        md[4:4] = [f"![all settings]({cmp_fig.relative_to(out).as_posix()})", ""]
     cols = ["setting", "branch", "round", "weights_remaining", "trials", "diverged", "seeds"]
     cols += [c for m in METRICS for c in (m, f"{m}_min", f"{m}_max")]
     atomic_write_csv(out / "summary.csv", summary, cols)
