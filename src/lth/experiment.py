@@ -30,7 +30,7 @@ import hydra.utils
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from torch import nn
 
 from lth.checkpointing import AtomicCheckpointIO, CaptureState, usable_checkpoint
@@ -182,6 +182,11 @@ class Experiment:
 
     def make_trainer(self, branch_dir: Path, steps: int, callbacks: list) -> pl.Trainer:
         t = self.cfg.trainer
+        progress_bar = bool(t.get("enable_progress_bar", True))
+        if progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            # Redrawing the bar every step is a measurable share of a small network's step
+            # (BENCHMARKS.md); every 25 steps is still live.
+            callbacks = [*callbacks, TQDMProgressBar(refresh_rate=25)]
         return pl.Trainer(
             accelerator=str(t.accelerator),
             devices=t.devices,
@@ -195,7 +200,7 @@ class Experiment:
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=True,
             enable_model_summary=False,
-            enable_progress_bar=bool(t.get("enable_progress_bar", True)),
+            enable_progress_bar=progress_bar,
             num_sanity_val_steps=0,
             limit_val_batches=0,
             log_every_n_steps=int(self.cfg.eval_every),

@@ -40,7 +40,15 @@ class LotteryModule(pl.LightningModule):
 
     Iterations are counted absolutely: a round rewound to ``start_iteration`` K runs
     iterations K..``end_iteration`` with the learning rate schedule of those iterations.
+
+    The step uses Lightning's manual optimization (``MANUAL_OPTIMIZATION``): zero_grad,
+    backward, ``optimizer.step()`` (whose step hooks enforce the mask) and the per-step LR
+    scheduler, in the same order as automatic optimization but without its closure machinery,
+    which is a measurable share of the step for networks this small (see BENCHMARKS.md).
+    Nothing in the step synchronises with the device: the loss is kept as a tensor.
     """
+
+    MANUAL_OPTIMIZATION = True
 
     def __init__(
         self,
@@ -60,6 +68,7 @@ class LotteryModule(pl.LightningModule):
         self.end_iteration = end_iteration
         self.enforcer: MaskEnforcer | None = None
         self.last_loss: torch.Tensor | None = None
+        self.automatic_optimization = not self.MANUAL_OPTIMIZATION
 
     @property
     def iteration(self) -> int:
@@ -71,14 +80,36 @@ class LotteryModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        if self.automatic_optimization:
+            loss = F.cross_entropy(self.model(x), y)
+            self.__dict__["last_loss"] = loss.detach()  # plain attribute: skips nn.Module.__setattr__
+            return loss
+        opt = self.optimizers()
         loss = F.cross_entropy(self.model(x), y)
-        self.last_loss = loss.detach()
-        return loss
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+        self.lr_schedulers().step()
+        self.__dict__["last_loss"] = loss.detach()
+        return None
 
     def configure_optimizers(self):
         optimizer = self.optimizer_settings.build(self.model.parameters())
+        skip_capture_check(optimizer)
         if self.mask is not None:
             self.enforcer = MaskEnforcer(self.model, self.mask).attach(optimizer)
         start, schedule = self.start_iteration, self.schedule
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.factor(start + step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def skip_capture_check(optimizer: torch.optim.Optimizer) -> None:
+    """Skip the CUDA-graph capture health check in ``step()`` when every parameter is on the CPU.
+
+    Since torch 2.x every ``step()`` asks ``torch.accelerator.current_accelerator(check_available=True)``;
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, so on a machine without an initialised CUDA
+    context that is a ``dlopen`` of libnvidia-ml per step. CPU tensors cannot be graph-captured,
+    so the check has nothing to find there.
+    """
+    if all(p.device.type == "cpu" for g in optimizer.param_groups for p in g["params"]):
+        optimizer._accelerator_graph_capture_health_check = lambda: None

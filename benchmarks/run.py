@@ -1,0 +1,453 @@
+"""Benchmarks for issue 5: small networks at the speed of a hand-written training loop.
+
+    python -m benchmarks.run            # full suite (a few minutes on a 2-core CPU)
+    python -m benchmarks.run --quick    # fast, CI-able variant (checks it all runs; numbers rough)
+
+Everything is measured side by side in one process with interleaved repetitions, and the
+median is reported. Training throughput is steps/s over a fixed number of steps after a
+warm-up, on random data of the right shape that lives on the device. Memory of a 10-round
+quick-start is measured in a fresh subprocess so that the other benchmarks do not pollute it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lth.evaluation import PeriodicEvaluation, evaluate
+from lth.models.lenet import LeNet
+from lth.module import LotteryModule, OptimizerSettings
+from lth.pruning import Mask, prunable_tensors
+from lth.schedule import LRSchedule
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ----------------------------------------------------------------------------- models
+
+
+def _conv2(shape, classes):
+    try:
+        from lth.models.conv import ConvNet
+
+        return ConvNet(shape, classes, depth=2)
+    except ImportError:  # stand-in while the package's Conv-2 does not exist
+        return nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
+        )
+
+
+def _resnet20(shape, classes):
+    from lth.models.resnet import ResNet
+
+    return ResNet(shape, classes, depth=20)
+
+
+# name: (builder, input shape, batch size, optimizer)
+MODELS = {
+    "LeNet-300-100": (lambda s, c: LeNet(s, c), (1, 28, 28), 60, OptimizerSettings("adam", lr=1.2e-3)),
+    "Conv-2": (_conv2, (3, 32, 32), 60, OptimizerSettings("adam", lr=2e-4)),
+    "ResNet-20": (_resnet20, (3, 32, 32), 128, OptimizerSettings("sgd", lr=0.1, momentum=0.9, weight_decay=1e-4)),
+}
+
+
+def make_model(name: str, seed: int = 0) -> nn.Module:
+    build, shape, _, _ = MODELS[name]
+    torch.manual_seed(seed)
+    return build(shape, 10)
+
+
+def sparse_mask(model: nn.Module, keep: float = 0.1, seed: int = 0) -> Mask:
+    """A random mask keeping ``keep`` of every prunable tensor (about 10% of weights remaining)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    return Mask({t.name: torch.rand(params[t.name].shape, generator=gen) < keep for t in prunable_tensors(model)})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current VmRSS, peak VmHWM) of this process in MiB, from /proc/self/status."""
+    vals = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, kb = line.split()[:2]
+                    vals[key[:-1]] = int(kb) / 1024
+    except OSError:
+        return float("nan"), float("nan")
+    return vals.get("VmRSS", float("nan")), vals.get("VmHWM", float("nan"))
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lth.naming import register_resolvers
+    from lth.run import CONFIG_DIR
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hcompose("config", overrides=overrides)
+
+
+def trainer_name(device: torch.device) -> str:
+    return "gpu" if device.type == "cuda" else "cpu"
+
+
+class Data:
+    """Random training data of the model's shape, whole on the device."""
+
+    def __init__(self, name: str, device: torch.device, steps_per_epoch: int = 50, batch: int | None = None):
+        _, shape, default_batch, _ = MODELS[name]
+        batch = batch or default_batch
+        gen = torch.Generator().manual_seed(0)
+        n = batch * steps_per_epoch
+        self.x = torch.randn((n, *shape), generator=gen).to(device)
+        self.y = torch.randint(0, 10, (n,), generator=gen).to(device)
+        self.batch = batch
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
+def hand_loop(name: str, data: Data, device, steps: int, warmup: int) -> tuple[float, float]:
+    """A hand-written PyTorch loop: same model, optimizer, batch and on-device data. Returns steps/s."""
+    model = make_model(name).to(device)
+    opt = MODELS[name][3].build(model.parameters())
+    b, n = data.batch, len(data.y)
+    spe = n // b
+    gen = torch.Generator(device=device).manual_seed(0)
+    perm = torch.randperm(n, generator=gen, device=device)
+    t0 = c0 = 0.0
+    for i in range(steps):
+        if i == warmup:
+            sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+        if i % spe == 0 and i:
+            perm = torch.randperm(n, generator=gen, device=device)
+        idx = perm[(i % spe) * b : (i % spe + 1) * b]
+        x, y = data.x[idx], data.y[idx]
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return (steps - warmup) / (time.perf_counter() - t0), (steps - warmup) / (time.process_time() - c0)
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the end of step ``warmup - 1`` to the end of the last step."""
+
+    def __init__(self, warmup: int, steps: int, device):
+        self.warmup, self.steps, self.device = warmup, steps, device
+        self.t0 = self.t1 = self.c0 = self.c1 = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == self.warmup - 1:
+            sync(self.device)
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+        elif batch_idx == self.steps - 1:
+            sync(self.device)
+            self.t1, self.c1 = time.perf_counter(), time.process_time()
+
+    def rate(self) -> tuple[float, float]:
+        """(steps per wall-clock second, steps per CPU second of this process)"""
+        n = self.steps - self.warmup
+        return n / (self.t1 - self.t0), n / (self.c1 - self.c0)
+
+
+def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: str, tmp: Path,
+             progress_bar: bool = False, batch: int | None = None) -> tuple[float, float]:
+    """lth's training step: LotteryModule through the real Trainer from ``Experiment.make_trainer``,
+    with the callbacks of a round (periodic evaluation and checkpointing, neither due in the timed
+    window), fed by a BatchStream. ``variant``: mask (MaskEnforcer, ~10% remaining), dense (no
+    mask), torch_prune (no MaskEnforcer; torch.nn.utils.prune reparametrisation instead)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lth.data.stream import BatchStream
+    from lth.experiment import Experiment
+
+    model = make_model(name).to(device)
+    mask = sparse_mask(model)
+    enforced = None
+    if variant == "mask":
+        mask.apply_(model)
+        enforced = mask
+    elif variant == "torch_prune":
+        import torch.nn.utils.prune as tprune
+
+        modules = dict(model.named_modules())
+        for pname, m in mask.items():
+            mod_name = pname.rsplit(".", 1)[0]
+            tprune.custom_from_mask(modules[mod_name], "weight", m.to(device))
+    module = LotteryModule(model, enforced, MODELS[name][3], LRSchedule(), 0, steps)
+    cfg = compose(["logger=none", f"trainer={trainer_name(device)}",
+                   f"trainer.enable_progress_bar={str(progress_bar).lower()}", "eval_every=100000"])
+    exp = Experiment(cfg, tmp / "exp")
+    timer = StepTimer(warmup, steps, device)
+    evaluation = PeriodicEvaluation({"val": (data.x[:10], data.y[:10]), "test": (data.x[:10], data.y[:10])},
+                                    every=10**9, end_iteration=10**9, batch_size=1000)
+    callbacks = [evaluation, ModelCheckpoint(dirpath=str(tmp / "ckpt"), filename="last", every_n_train_steps=10**9,
+                                             save_top_k=-1, save_last=False, enable_version_counter=False), timer]
+    trainer = exp.make_trainer(tmp / "branch", steps, callbacks)
+    stream = BatchStream(data.x, data.y, data.batch, 0, steps, position=lambda: module.iteration, length=steps)
+    trainer.fit(module, train_dataloaders=stream)
+    if variant == "mask":  # semantics check: pruned weights are exactly zero
+        params = dict(model.named_parameters())
+        for pname, m in mask.items():
+            assert not params[pname][~m.to(device)].any(), f"{pname}: a pruned weight moved"
+    return timer.rate()
+
+
+# ----------------------------------------------------------------------------- evaluation share
+
+
+def eval_time(device, batch_size: int, reps: int) -> float:
+    """Median seconds of one paper-protocol evaluation (val 5K + test 10K) of a 10% LeNet-300-100."""
+    model = make_model("LeNet-300-100").to(device)
+    sparse_mask(model).apply_(model)
+    gen = torch.Generator().manual_seed(1)
+    splits = {s: (torch.randn(n, 1, 28, 28, generator=gen).to(device), torch.randint(0, 10, (n,), generator=gen).to(device))
+              for s, n in (("val", 5000), ("test", 10000))}
+    times = []
+    for _ in range(reps + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        for s in ("val", "test"):
+            evaluate(model, *splits[s], batch_size)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+# ----------------------------------------------------------------------------- memory (subprocess)
+
+
+def memory_probe(rounds: int, iterations: int, device: torch.device, quick: bool = False) -> dict:
+    from lth.experiment import Experiment
+
+    samples: dict[int, float] = {}
+
+    class Probe(Experiment):
+        def train(self, level, branch, *args, **kwargs):
+            out = super().train(level, branch, *args, **kwargs)
+            samples[level] = rss_mb()[0]
+            return out
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    cfg = compose(["experiment=quickstart", "logger=none", f"trainer={trainer_name(device)}",
+                   "trainer.enable_progress_bar=false", f"prune.rounds={rounds}", f"train.iterations={iterations}",
+                   f"eval_every={max(1, iterations // 2)}", f"checkpoint_every={iterations}",
+                   *(["controls=[]"] if quick else [])])
+    import logging
+
+    logging.getLogger("lth").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        import contextlib
+        import io
+
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            Probe(cfg, Path(tmp) / "exp").run()
+        wall = time.perf_counter() - t0
+    out = {"rounds": rounds, "iterations": iterations, "rss_mb": samples, "peak_rss_mb": rss_mb()[1], "wall_s": wall}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def run_memory_subprocess(rounds: int, iterations: int, device: torch.device, quick: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.run", "--memory-probe", str(rounds), str(iterations), "--device", str(device)]
+    if quick:
+        cmd.append("--quick")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe failed:\n{proc.stdout}\n{proc.stderr}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY ")][-1]
+    out = json.loads(line[len("MEMORY "):])
+    out["rss_mb"] = {int(k): v for k, v in out["rss_mb"].items()}
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fast variant: few steps, one repetition")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--memory-probe", nargs=2, type=int, metavar=("ROUNDS", "ITERATIONS"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_lightning()
+
+    if args.memory_probe:
+        print("MEMORY " + json.dumps(memory_probe(*args.memory_probe, device, args.quick)), flush=True)
+        return 0
+
+    quick = args.quick
+    reps = args.reps or (1 if quick else 3)
+    # (timed steps, warm-up steps) per model; the big nets are compute-bound, so fewer steps suffice
+    if device.type == "cuda":
+        plan = {"LeNet-300-100": (400, 50), "Conv-2": (200, 20), "ResNet-20": (100, 10)}
+    else:
+        plan = {"LeNet-300-100": (200, 20), "Conv-2": (6, 2), "ResNet-20": (4, 1)}
+    quick_batch = {}
+    if quick:  # correctness run: few steps, and small batches for the conv nets (numbers are not meaningful)
+        plan = {k: (max(3, t // 20), max(1, w // 5)) for k, (t, w) in plan.items()}
+        quick_batch = {"Conv-2": 8, "ResNet-20": 8}
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    variants = ["hand", "mask", "dense", "torch_prune"]
+
+    env = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(), "quick": quick, "reps": reps,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        if names and device.type != "cuda":
+            env["device"] = f"CPU: {names[0]} ({os.cpu_count()} cores visible)"
+    except OSError:
+        pass
+
+    t_start = time.perf_counter()
+    rates: dict[str, dict[str, list[float]]] = {m: {v: [] for v in variants} for m in models}
+    cpu_rates: dict[str, dict[str, list[float]]] = {m: {v: [] for v in variants} for m in models}
+    data = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for m in models:
+            data[m] = Data(m, device, batch=quick_batch.get(m))
+            steps, warmup = plan[m][0] + plan[m][1], plan[m][1]
+            for rep in range(reps):
+                order = variants if rep % 2 == 0 else variants[::-1]  # interleaved, alternating order
+                for v in order:
+                    if v == "hand":
+                        r = hand_loop(m, data[m], device, steps, warmup)
+                    else:
+                        r = lth_step(m, data[m], device, steps, warmup, v, tmp / f"{m}-{v}-{rep}")
+                    rates[m][v].append(r[0])
+                    cpu_rates[m][v].append(r[1])
+            del data[m]
+        # (4) evaluation share of a LeNet round, paper protocol (val 5K + test 10K every 100 iterations)
+        ev_batch = int(compose(["logger=none"]).eval_batch_size)
+        eval_s = eval_time(device, ev_batch, 1 if quick else max(3, reps))
+    lenet_rate = statistics.median(rates["LeNet-300-100"]["mask"]) if "LeNet-300-100" in models else float("nan")
+    train100_s = 100 / lenet_rate
+    # (5) memory of a 10-round quick-start
+    mem = run_memory_subprocess(2 if quick else 10, 20 if quick else 100, device, quick)
+    total = time.perf_counter() - t_start
+
+    med = {m: {v: statistics.median(rs) for v, rs in vs.items()} for m, vs in rates.items()}
+    cmed = {m: {v: statistics.median(rs) for v, rs in vs.items()} for m, vs in cpu_rates.items()}
+    results = {"env": env, "rates": rates, "cpu_rates": cpu_rates, "median_steps_per_s": med, "median_steps_per_cpu_s": cmed, "eval_s": eval_s, "eval_batch_size": ev_batch,
+               "train_100_steps_s": train100_s, "memory": mem, "suite_wall_s": total}
+    print(format_report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def format_report(r: dict) -> str:
+    env, med, mem = r["env"], r["median_steps_per_s"], r["memory"]
+    lines = [
+        f"device: {env['device']}",
+        f"torch {env['torch']}, lightning {env['lightning']}, python {env['python']}, "
+        f"torch threads {env['torch_threads']} (interop {env['torch_interop_threads']}), "
+        f"repetitions {env['reps']} interleaved, medians{' (QUICK: rough numbers)' if env['quick'] else ''}",
+        "",
+        "(1)-(3) training throughput, steps/s (median) and ratios",
+        f"| {'model':<14}| {'hand loop':>10} | {'lth+mask':>10} | {'lth dense':>10} | {'lth+torch.prune':>15} "
+        f"| {'lth/hand':>8} | {'mask overhead':>13} | {'torch.prune/hand':>16} |",
+        "|" + "|".join("-" * w for w in (15, 12, 12, 12, 17, 10, 15, 18)) + "|",
+    ]
+    targets = {}
+    for m, v in med.items():
+        ratio = v["mask"] / v["hand"]
+        overhead = v["dense"] / v["mask"] - 1
+        tp = v["torch_prune"] / v["hand"]
+        targets[m] = (ratio, overhead)
+        lines.append(f"| {m:<14}| {v['hand']:>10.2f} | {v['mask']:>10.2f} | {v['dense']:>10.2f} | {v['torch_prune']:>15.2f} "
+                     f"| {ratio:>7.3f}x | {overhead * 100:>12.1f}% | {tp:>15.3f}x |")
+    lines += ["", "    the same ratios from CPU time of this process (steps per CPU-second; less sensitive to other load):"]
+    for m, v in r["median_steps_per_cpu_s"].items():
+        lines.append(f"    {m:<14} lth/hand {v['mask'] / v['hand']:.3f}x, mask overhead {(v['dense'] / v['mask'] - 1) * 100:.1f}%, "
+                     f"torch.prune/hand {v['torch_prune'] / v['hand']:.3f}x")
+    share = r["eval_s"] / r["train_100_steps_s"]
+    lines += [
+        "",
+        f"(4) evaluation, paper protocol (val 5K + test 10K every 100 iterations), LeNet-300-100 at 10%, "
+        f"eval batch {r['eval_batch_size']}:",
+        f"    one evaluation {r['eval_s'] * 1000:.1f} ms; 100 lth training steps {r['train_100_steps_s'] * 1000:.1f} ms; "
+        f"evaluation = {share * 100:.1f}% of training time",
+    ]
+    rs = mem["rss_mb"]
+    first, last = min(k for k in rs if k >= 1), max(rs)
+    growth = rs[last] / rs[first] - 1
+    lines += [
+        "",
+        f"(5) memory, quick-start (experiment=quickstart logger=none prune.rounds={mem['rounds']} "
+        f"train.iterations={mem['iterations']}), fresh process, {mem['wall_s']:.1f}s:",
+        "    RSS after round (MiB): " + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(rs.items())),
+        f"    peak RSS {mem['peak_rss_mb']:.0f} MiB; growth round {first} -> {last}: {growth * 100:+.1f}%"
+        + (f"; CUDA max_memory_allocated {mem['cuda_max_allocated_mb']:.1f} MiB" if "cuda_max_allocated_mb" in mem else ""),
+        "",
+        "targets:",
+    ]
+    for m, (ratio, overhead) in targets.items():
+        lines.append(f"    {m}: lth step {ratio:.3f}x hand loop (>= 0.90: {'MET' if ratio >= 0.9 else 'NOT MET'}); "
+                     f"mask overhead {overhead * 100:.1f}% (<= 3%: {'MET' if overhead <= 0.03 else 'NOT MET'})")
+    lines.append(f"    evaluation {share * 100:.1f}% of a LeNet round (<= 15%: {'MET' if share <= 0.15 else 'NOT MET'})")
+    lines.append(f"    memory growth round {first}->{last} {growth * 100:+.1f}% (<= 5%: {'MET' if growth <= 0.05 else 'NOT MET'})")
+    lines.append(f"suite wall time {r['suite_wall_s']:.0f}s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
