@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from lth.data import CIFAR10DataModule
+from lth.data.augment import random_crop_flip
 from lth.experiment import Experiment
 from lth.models import VGG, ConvNet, ResNet
-from lth.pruning import prunable_tensors
+from lth.pruning import Mask, prunable_tensors
 from lth.pruning.prunable import is_exempt
 from lth.validation import validate_config
 from tests.conftest import FAST, compose_config
@@ -134,8 +136,6 @@ def test_model_config_composes_with_the_papers_protocol(name):
 
 
 def test_resnet18_is_an_alias_of_resnet20():
-    from omegaconf import OmegaConf
-
     a, b = compose_config(["model=resnet18", *FAST]), compose_config(["model=resnet20", *FAST])
     assert OmegaConf.to_container(a) == OmegaConf.to_container(b)
 
@@ -145,38 +145,63 @@ def test_resnet18_is_an_alias_of_resnet20():
 def small_cifar(data_dir, monkeypatch):
     """Real CIFAR-10 images, but small validation and test sets so that CPU evaluation stays cheap."""
     full = load_cifar(str(data_dir))
-    small = {"train": tuple(t[:1000] for t in full.splits["train"]),
-             "val": tuple(t[:64] for t in full.splits["val"]),
-             "test": tuple(t[:64] for t in full.splits["test"])}
+    small = {"train": tuple(t[:256] for t in full.splits["train"]),
+             "val": tuple(t[:16] for t in full.splits["val"]),
+             "test": tuple(t[:16] for t in full.splits["test"])}
     monkeypatch.setattr(CIFAR10DataModule, "load_splits", lambda self: dict(small))
     return small
 
 
 def run_experiment(tmp_path, data_dir, name, extra=()):
-    cfg = compose_config([f"model={name}", *FAST, f"data.root={data_dir}", "train.iterations=4", "eval_every=2",
-                          "prune.rounds=1", "eval_batch_size=64", *extra])
+    # 2 iterations per round, evaluated at both; tiny batches because CPU convolutions are slow
+    cfg = compose_config([f"model={name}", *FAST, f"data.root={data_dir}", "train.iterations=2", "eval_every=1",
+                          "prune.rounds=1", "eval_batch_size=16", "train.batch_size=4", *extra])
     exp = Experiment(cfg, tmp_path / name)
     rows = exp.run()
     return exp, rows
 
 
-@pytest.mark.parametrize("name, extra", [
-    ("conv2", ["train.batch_size=16"]),
-    ("conv6", ["train.batch_size=16"]),
-    ("resnet20", ["train.batch_size=16", "lr_warmup=true"]),
-])
+def test_conv2_short_experiment(tmp_path, data_dir, small_cifar):
+    exp, rows = run_experiment(tmp_path, data_dir, "conv2")
+    assert [r["round"] for r in rows] == [0, 1]
+    assert rows[0]["weights_remaining"] == 100.0 and rows[1]["weights_remaining"] < 100.0
+    assert exp.datamodule.augment is None
+    mask = Mask.load(exp.dir / "round_01" / "mask.pt")
+    kept = {name: m.float().mean().item() for name, m in mask.items()}
+    assert kept["features.0.weight"] == pytest.approx(0.9, abs=0.01)  # conv 10%
+    assert kept["hidden.0.weight"] == pytest.approx(0.8, abs=0.01)  # fc 20%
+    assert kept["output.weight"] == pytest.approx(0.9, abs=0.01)  # output 10%
+    assert (exp.dir / "results.csv").exists()
+
+
+def test_vgg_protocol_short_experiment(tmp_path, data_dir, small_cifar):
+    """VGG-19's protocol (global pruning, output exempt, SGD, warm-up, augmentation) on a tiny VGG plan."""
+    exp, rows = run_experiment(tmp_path, data_dir, "vgg19", ["prune=global", "lr_warmup=true", "model.arch.plan=[8,M,16]"])
+    assert exp.datamodule.augment is random_crop_flip
+    assert [r["round"] for r in rows] == [0, 1]
+    mask = Mask.load(exp.dir / "round_01" / "mask.pt")
+    assert mask["output.weight"].all()  # exempt
+    alive = sum(m.sum().item() for n, m in mask.items() if n != "output.weight")
+    total = sum(m.numel() for n, m in mask.items() if n != "output.weight")
+    assert alive == total - round(0.2 * total)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, extra", [("conv6", []), ("resnet20", ["lr_warmup=true"])])
 def test_short_experiment(tmp_path, data_dir, small_cifar, name, extra):
     exp, rows = run_experiment(tmp_path, data_dir, name, extra)
     assert [r["round"] for r in rows] == [0, 1]
     assert rows[0]["weights_remaining"] == 100.0 and rows[1]["weights_remaining"] < 100.0
-    assert exp.datamodule.augment is (None if name.startswith("conv") else __import__(
-        "lth.data.augment", fromlist=["random_crop_flip"]).random_crop_flip)
-    assert (exp.dir / "results.csv").exists()
+    assert exp.datamodule.augment is (None if name.startswith("conv") else random_crop_flip)
+    if name == "resnet20":
+        mask = Mask.load(exp.dir / "round_01" / "mask.pt")
+        exempt = [n for n in mask if "shortcut" in n or n == "output.weight"]
+        assert len(exempt) == 3 and all(mask[n].all() for n in exempt)
 
 
+@pytest.mark.slow
 def test_vgg19_short_experiment_with_warmup(tmp_path, data_dir, small_cifar):
-    exp, rows = run_experiment(tmp_path, data_dir, "vgg19",
-                               ["prune=global", "lr_warmup=true", "train.iterations=2", "eval_every=1",
-                                "train.batch_size=4"])
+    """The real VGG-19 (20M weights): slow on CPU, mostly the global magnitude threshold and convolutions."""
+    exp, rows = run_experiment(tmp_path, data_dir, "vgg19", ["prune=global", "lr_warmup=true", "train.batch_size=2"])
     assert [r["round"] for r in rows] == [0, 1]
     assert rows[1]["weights_remaining"] == pytest.approx(100 * (1 - 0.2 * (1 - 5120 / 20_024_000)), abs=0.01)
