@@ -205,3 +205,39 @@ def test_vgg19_short_experiment_with_warmup(tmp_path, data_dir, small_cifar):
     exp, rows = run_experiment(tmp_path, data_dir, "vgg19", ["prune=global", "lr_warmup=true", "train.batch_size=2"])
     assert [r["round"] for r in rows] == [0, 1]
     assert rows[1]["weights_remaining"] == pytest.approx(100 * (1 - 0.2 * (1 - 5120 / 20_024_000)), abs=0.01)
+
+
+# ---------------------------------------------------------------- the issue's command line
+CLI_WRAPPER = """
+import sys
+import torch
+from lth.data import CIFAR10DataModule
+orig = CIFAR10DataModule.load_splits
+def small(self):  # real CIFAR-10, tiny validation and test sets: CPU evaluation of VGG-19 on 15K images takes minutes
+    s = orig(self)
+    return {"train": tuple(t[:256] for t in s["train"]), "val": tuple(t[:8] for t in s["val"]),
+            "test": tuple(t[:8] for t in s["test"])}
+CIFAR10DataModule.load_splits = small
+from lth.run import main
+sys.argv = ["lth.run", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_vgg19_warmup_sweep_from_the_command_line(tmp_path, data_dir):
+    """``python -m lth.run -m model=vgg19 prune=global lr_warmup=true ...`` with tiny iterations."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model=vgg19", "prune=global", "lr_warmup=true", "train.iterations=2", "eval_every=1",
+            "prune.rounds=1", "logger=none", "trainer=cpu", "trainer.enable_progress_bar=false", "train.batch_size=2",
+            f"data.root={data_dir}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run([sys.executable, "-c", CLI_WRAPPER, *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = list(sweep.rglob("results.csv"))
+    assert len(results) == 1
+    lines = results[0].read_text().splitlines()
+    assert len(lines) == 3  # header, round 0, round 1
