@@ -105,3 +105,27 @@ def test_wandb_logger_failure_midway_still_writes_all_results(tmp_path, monkeypa
     import wandb
 
     assert wandb.run is None
+
+
+def test_multirun_jobs_in_one_process_get_one_finished_run_each(tmp_path):
+    """Basic launcher: both jobs share a process; each gets its own W&B run, finished before the next."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    env.pop("LTH_SWEEP_NAME", None)
+    cmd = [sys.executable, "-m", "lth.run", "-m", "seed=0,1", "logger=wandb", "logger.mode=offline",
+           *[o for o in TINY if not o.startswith("controls")], "controls=[]"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = sorted((tmp_path / "outputs" / "multirun").glob("*/*/wandb/offline-run-*/*.wandb"))
+    assert len(logs) == 2
+    ids = set()
+    for f in logs:
+        wait_for_exit(f)
+        run = run_record(f)
+        ids.add(run.run_id)
+        assert run.display_name == f.parents[2].name  # the job's own folder
+        assert any("level/ticket/test_acc_at_es" in h for h in history(f))
+    assert len(ids) == 2
