@@ -20,7 +20,7 @@ from lth.pruning import Mask
 from tests.conftest import FAST, REPO, compose_config
 
 SMALL = ["experiment=quickstart", *FAST, "train.iterations=40", "eval_every=10", "checkpoint_every=10",
-         "prune.rounds=2", "controls=[reinit]"]
+         "prune.rounds=2", "controls=[]"]
 TIMING = {"train_time_s", "time_s"}
 
 
@@ -95,7 +95,7 @@ def test_interrupted_round_continues_from_its_checkpoint_and_matches(tmp_path, r
     again.run()
     # finished rounds are skipped; round 1's ticket continues from its checkpoint at iteration 20
     assert [(Path(d).relative_to(folder).as_posix(), s) for d, s in resumed_from] == [
-        ("round_01/ticket", 20), ("round_01/reinit", 0), ("round_02/ticket", 0), ("round_02/reinit", 0)]
+        ("round_01/ticket", 20), ("round_02/ticket", 0)]
     assert_same_experiment(reference, folder)
     assert not list(folder.rglob("*.ckpt")) and not list(folder.rglob(".*.tmp"))
 
@@ -199,3 +199,27 @@ def test_sigkilled_experiments_resume_to_the_same_results(tmp_path):
     for name in runs:
         assert_same_experiment(ref, tmp_path / name)
         assert not list((tmp_path / name).rglob(".*.tmp")), name
+
+
+def test_disk_full_while_saving_keeps_previous_state_and_rerun_finishes(tmp_path, reference, monkeypatch):
+    import errno
+
+    import lth.storage as storage
+
+    real_replace = os.replace
+    folder = tmp_path / "exp"
+
+    def full(src, dst, *a, **k):
+        if str(dst).endswith("round_01/ticket/row.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(storage.os, "replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        Experiment(compose_config(SMALL), folder).run()
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    round0 = (folder / "round_00/ticket/row.json").read_bytes()
+    assert not (folder / "round_01/ticket/row.json").exists() and not list(folder.rglob(".*.tmp"))
+    Experiment(compose_config(SMALL), folder).run()
+    assert (folder / "round_00/ticket/row.json").read_bytes() == round0
+    assert_same_experiment(reference, folder)

@@ -15,6 +15,7 @@ continues an interrupted experiment.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -33,6 +34,7 @@ log = logging.getLogger("lth")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 USAGE_ERROR = 2
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EFBIG}
 _task_started = False  # False while Hydra is still composing the configuration
 
 
@@ -98,6 +100,11 @@ def hydra_main(cfg: DictConfig) -> None:
         if full_error:
             raise
         _fail(str(exc))
+    except OSError as exc:
+        if full_error or exc.errno not in _WRITE_ERRNOS:
+            raise
+        _fail(f"could not write {exc.filename or 'to ' + str(out_dir)} ({exc.strerror}). Files already saved are "
+              f"intact: free space (or fix the disk) and re-run the same command to continue the experiment")
 
 
 def main() -> None:

@@ -126,7 +126,8 @@ def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:  # truncated, garbage, or not a tensor file
-        raise CorruptFileError(f"{path} is corrupt or unreadable ({exc.__class__.__name__}: {exc})") from exc
+        raise CorruptFileError(f"{path} is corrupt or unreadable ({exc.__class__.__name__}: {exc}); delete it and "
+                               f"re-run the same command to recompute it") from exc
 
 
 def read_json(path: Path) -> Any:
