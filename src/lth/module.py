@@ -41,14 +41,9 @@ class LotteryModule(pl.LightningModule):
     Iterations are counted absolutely: a round rewound to ``start_iteration`` K runs
     iterations K..``end_iteration`` with the learning rate schedule of those iterations.
 
-    The step uses Lightning's manual optimization (``MANUAL_OPTIMIZATION``): zero_grad,
-    backward, ``optimizer.step()`` (whose step hooks enforce the mask) and the per-step LR
-    scheduler, in the same order as automatic optimization but without its closure machinery,
-    which is a measurable share of the step for networks this small (see BENCHMARKS.md).
-    Nothing in the step synchronises with the device: the loss is kept as a tensor.
+    Nothing in the step synchronises with the device: the loss is kept as a tensor. (Lightning's
+    manual optimization was tried for speed and gave no measurable gain; see BENCHMARKS.md.)
     """
-
-    MANUAL_OPTIMIZATION = True
 
     def __init__(
         self,
@@ -68,7 +63,6 @@ class LotteryModule(pl.LightningModule):
         self.end_iteration = end_iteration
         self.enforcer: MaskEnforcer | None = None
         self.last_loss: torch.Tensor | None = None
-        self.automatic_optimization = not self.MANUAL_OPTIMIZATION
 
     @property
     def iteration(self) -> int:
@@ -80,18 +74,9 @@ class LotteryModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        if self.automatic_optimization:
-            loss = F.cross_entropy(self.model(x), y)
-            self.__dict__["last_loss"] = loss.detach()  # plain attribute: skips nn.Module.__setattr__
-            return loss
-        opt = self.optimizers()
         loss = F.cross_entropy(self.model(x), y)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.step()
-        self.lr_schedulers().step()
-        self.__dict__["last_loss"] = loss.detach()
-        return None
+        self.__dict__["last_loss"] = loss.detach()  # plain attribute: skips nn.Module.__setattr__
+        return loss
 
     def configure_optimizers(self):
         optimizer = self.optimizer_settings.build(self.model.parameters())
