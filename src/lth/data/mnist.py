@@ -1,0 +1,30 @@
+"""MNIST: 55K train / 5K validation (fixed data seed) / 10K test, 1x28x28, on the device."""
+
+from __future__ import annotations
+
+import torch
+
+from lth.data.base import OnDeviceDataModule, split_indices
+from lth.data.torchvision_files import open_torchvision
+
+MEAN, STD = 0.1307, 0.3081
+
+
+class MNISTDataModule(OnDeviceDataModule):
+    name = "mnist"
+    input_shape = (1, 28, 28)
+    num_classes = 10
+
+    def load_splits(self):
+        from torchvision.datasets import MNIST
+
+        train = open_torchvision(MNIST, self.root, True, self.download, "MNIST")
+        test = open_torchvision(MNIST, self.root, False, self.download, "MNIST")
+
+        def prep(ds):
+            x = ((ds.data.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+            return x, ds.targets.long()
+
+        x, y = prep(train)
+        train_idx, val_idx = split_indices(len(y), self.val_size, self.split_seed)
+        return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": prep(test)}
