@@ -128,3 +128,33 @@ def test_bad_inputs_table_in_subprocesses(tmp_path, data_dir):
             assert len(errors) == 1 and message in errors[0], (name, err[-2000:])
             assert not (tmp_path / name / "experiment.json").exists(), name
     assert blocker.read_text() == "x"
+
+
+def test_corrupt_mnist_file_is_named_before_it_is_read(tmp_path, data_dir):
+    from lth.data import MNISTDataModule
+    from lth.data.integrity import DatasetCorruptError
+
+    root = corrupt_mnist(tmp_path / "data", data_dir)
+    with pytest.raises(DatasetCorruptError, match=r"t10k-labels-idx1-ubyte is corrupt \(MD5 .*data.download=true"):
+        MNISTDataModule(root=str(root)).setup()
+
+
+def test_corrupt_cifar10_file_is_detected(tmp_path, data_dir):
+    from lth.data.integrity import DatasetCorruptError, verify_cifar10
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    meta = (data_dir / "cifar-10-batches-py" / "batches.meta").read_bytes()
+    (folder / "batches.meta").write_bytes(meta)
+    verify_cifar10(tmp_path)  # intact (the missing batches are left to the loader)
+    (folder / "batches.meta").write_bytes(meta[:-1])
+    with pytest.raises(DatasetCorruptError, match="batches.meta is corrupt"):
+        verify_cifar10(tmp_path)
+
+
+def test_missing_dataset_without_download_names_data_root(tmp_path):
+    from lth.data import MNISTDataModule
+    from lth.data.torchvision_files import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError, match="MNIST files not found under .*data.root=PATH"):
+        MNISTDataModule(root=str(tmp_path / "empty"), download=False).setup()
