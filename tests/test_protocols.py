@@ -12,7 +12,7 @@ from lth.schedule import LRSchedule
 from lth.storage import load_tensors
 from tests.conftest import FAST, compose_config
 
-SMALL = ["experiment=quickstart", *FAST, "train.iterations=40", "eval_every=10", "prune.rounds=2"]
+SMALL = ["experiment=quickstart", *FAST, "controls=[]", "train.iterations=40", "eval_every=10", "prune.rounds=2"]
 
 
 class RecordStart(pl.Callback):
