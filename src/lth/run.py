@@ -92,7 +92,10 @@ def hydra_main(cfg: DictConfig) -> None:
 
     user_errors = _user_error_types()
     try:
-        remove_stale_temporaries(out_dir)
+        from lth.storage import is_writer
+
+        if is_writer():  # only the process that writes files may clear their leftovers
+            remove_stale_temporaries(out_dir)
         experiment = Experiment(cfg, out_dir)
         experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
         experiment.run()
@@ -111,6 +114,9 @@ def main() -> None:
     """The entry point (``python -m lth.run``, ``lth-run``); a configuration Hydra cannot compose (unknown option, bad override) exits with 2."""
     from lth.validation import ConfigError, check_output_override
 
+    # Hydra's parser wants flags before the overrides; accept `-m` anywhere on the line.
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    sys.argv[1:] = flags + [a for a in sys.argv[1:] if a not in flags]
     try:  # an output folder given on the command line is checked before Hydra tries to create it
         for arg in sys.argv[1:]:
             key, _, value = arg.partition("=")
