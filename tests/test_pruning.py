@@ -101,3 +101,18 @@ def test_mask_save_load_roundtrip(tmp_path):
     back = Mask.load(tmp_path / "m.pt")
     assert all(torch.equal(back[n], mask[n]) for n in mask)
     assert back.weights_remaining() == pytest.approx(mask.weights_remaining())
+
+
+def test_selection_matches_a_stable_sort_on_tie_heavy_scores():
+    from lth.pruning.magnitude import _smallest_alive
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(1, 300, (1,), generator=gen))
+        scores = torch.randint(0, 6, (n,), generator=gen).float()  # many ties
+        alive = torch.rand(n, generator=gen) > 0.3
+        k = int(torch.randint(0, int(alive.sum()) + 1, (1,), generator=gen))
+        idx = alive.nonzero().squeeze(1)
+        expected = torch.zeros_like(alive)
+        expected[idx[torch.sort(scores[idx], stable=True).indices[:k]]] = True
+        assert torch.equal(_smallest_alive(scores, alive, k), expected)
