@@ -32,7 +32,7 @@ from torch import nn
 
 from lth.evaluation import PeriodicEvaluation, evaluate
 from lth.models.lenet import LeNet
-from lth.module import LotteryModule, OptimizerSettings
+from lth.module import LotteryModule, OptimizerSettings, skip_capture_check
 from lth.pruning import Mask, prunable_tensors
 from lth.schedule import LRSchedule
 
@@ -140,6 +140,10 @@ def hand_loop(name: str, data: Data, device, steps: int, warmup: int) -> tuple[f
     """A hand-written PyTorch loop: same model, optimizer, batch and on-device data. Returns steps/s."""
     model = make_model(name).to(device)
     opt = MODELS[name][3].build(model.parameters())
+    # Lightning's import sets PYTORCH_NVML_BASED_CUDA_CHECK=1 for the whole process, which makes
+    # every optimizer.step() on CPU dlopen NVML; a hand loop in a process without Lightning does
+    # not pay that, so it gets the same skip as lth (otherwise the comparison would flatter lth).
+    skip_capture_check(opt)
     b, n = data.batch, len(data.y)
     spe = n // b
     gen = torch.Generator(device=device).manual_seed(0)
@@ -162,17 +166,18 @@ def hand_loop(name: str, data: Data, device, steps: int, warmup: int) -> tuple[f
 
 
 class StepTimer(pl.Callback):
-    """Wall time from the end of step ``warmup - 1`` to the end of the last step."""
+    """Time from the end of optimizer step ``warmup`` to the end of step ``steps`` (both must be
+    group boundaries: Lightning's batch-end hooks run once per group of steps)."""
 
     def __init__(self, warmup: int, steps: int, device):
         self.warmup, self.steps, self.device = warmup, steps, device
         self.t0 = self.t1 = self.c0 = self.c1 = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == self.warmup - 1:
+        if trainer.global_step == self.warmup:
             sync(self.device)
             self.t0, self.c0 = time.perf_counter(), time.process_time()
-        elif batch_idx == self.steps - 1:
+        elif trainer.global_step == self.steps:
             sync(self.device)
             self.t1, self.c1 = time.perf_counter(), time.process_time()
 
@@ -188,10 +193,10 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
     with the callbacks of a round (periodic evaluation and checkpointing, neither due in the timed
     window), fed by a BatchStream. ``variant``: mask (MaskEnforcer, ~10% remaining), dense (no
     mask), torch_prune (no MaskEnforcer; torch.nn.utils.prune reparametrisation instead)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from lth.lean_trainer import RoundCheckpoint
 
     from lth.data.stream import BatchStream
-    from lth.experiment import Experiment
+    from lth.experiment import Experiment, steps_per_call
 
     model = make_model(name).to(device)
     mask = sparse_mask(model)
@@ -213,10 +218,13 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
     timer = StepTimer(warmup, steps, device)
     evaluation = PeriodicEvaluation({"val": (data.x[:10], data.y[:10]), "test": (data.x[:10], data.y[:10])},
                                     every=10**9, end_iteration=10**9, batch_size=1000)
-    callbacks = [evaluation, ModelCheckpoint(dirpath=str(tmp / "ckpt"), filename="last", every_n_train_steps=10**9,
+    callbacks = [evaluation, RoundCheckpoint(dirpath=str(tmp / "ckpt"), filename="last", every_n_train_steps=10**9,
                                              save_top_k=-1, save_last=False, enable_version_counter=False), timer]
     trainer = exp.make_trainer(tmp / "branch", steps, callbacks)
-    stream = BatchStream(data.x, data.y, data.batch, 0, steps, position=lambda: module.iteration, length=steps)
+    # group size as a round would choose it, with group boundaries at the warm-up and the end
+    group = steps_per_call(int(cfg.trainer.steps_per_call), warmup, steps)
+    stream = BatchStream(data.x, data.y, data.batch, 0, steps, position=lambda: module.iteration, length=steps,
+                         group=group)
     trainer.fit(module, train_dataloaders=stream)
     if variant == "mask":  # semantics check: pruned weights are exactly zero
         params = dict(model.named_parameters())
@@ -334,7 +342,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         plan = {"LeNet-300-100": (400, 50), "Conv-2": (200, 20), "ResNet-20": (100, 10)}
     else:
-        plan = {"LeNet-300-100": (200, 20), "Conv-2": (6, 2), "ResNet-20": (4, 1)}
+        plan = {"LeNet-300-100": (400, 20), "Conv-2": (6, 2), "ResNet-20": (4, 1)}
     quick_batch = {}
     if quick:  # correctness run: few steps, and small batches for the conv nets (numbers are not meaningful)
         plan = {k: (max(3, t // 20), max(1, w // 5)) for k, (t, w) in plan.items()}
@@ -419,13 +427,14 @@ def format_report(r: dict) -> str:
     for m, v in r["median_steps_per_cpu_s"].items():
         lines.append(f"    {m:<14} lth/hand {v['mask'] / v['hand']:.3f}x, mask overhead {(v['dense'] / v['mask'] - 1) * 100:.1f}%, "
                      f"torch.prune/hand {v['torch_prune'] / v['hand']:.3f}x")
-    share = r["eval_s"] / r["train_100_steps_s"]
+    share = r["eval_s"] / r["train_100_steps_s"]  # of the training time
+    round_share = r["eval_s"] / (r["train_100_steps_s"] + r["eval_s"])  # of the round's wall time (the target)
     lines += [
         "",
         f"(4) evaluation, paper protocol (val 5K + test 10K every 100 iterations), LeNet-300-100 at 10%, "
         f"eval batch {r['eval_batch_size']}:",
         f"    one evaluation {r['eval_s'] * 1000:.1f} ms; 100 lth training steps {r['train_100_steps_s'] * 1000:.1f} ms; "
-        f"evaluation = {share * 100:.1f}% of training time",
+        f"evaluation = {share * 100:.1f}% of training time, {round_share * 100:.1f}% of the round (training + evaluation)",
     ]
     rs = mem["rss_mb"]
     first, last = min(k for k in rs if k >= 1), max(rs)
@@ -443,7 +452,8 @@ def format_report(r: dict) -> str:
     for m, (ratio, overhead) in targets.items():
         lines.append(f"    {m}: lth step {ratio:.3f}x hand loop (>= 0.90: {'MET' if ratio >= 0.9 else 'NOT MET'}); "
                      f"mask overhead {overhead * 100:.1f}% (<= 3%: {'MET' if overhead <= 0.03 else 'NOT MET'})")
-    lines.append(f"    evaluation {share * 100:.1f}% of a LeNet round (<= 15%: {'MET' if share <= 0.15 else 'NOT MET'})")
+    lines.append(f"    evaluation {round_share * 100:.1f}% of a LeNet round's wall time (<= 15%: "
+                 f"{'MET' if round_share <= 0.15 else 'NOT MET'})")
     lines.append(f"    memory growth round {first}->{last} {growth * 100:+.1f}% (<= 5%: {'MET' if growth <= 0.05 else 'NOT MET'})")
     lines.append(f"suite wall time {r['suite_wall_s']:.0f}s")
     return "\n".join(lines)

@@ -69,7 +69,7 @@ def test_augment_off_batches_are_the_stored_images(cifar):
     dm = copy.copy(cifar)
     dm.augment = None
     stream = dm.train_stream(batch_size=60, seed=3, end=3)
-    for it, (xb, yb) in enumerate(stream):
+    for it, [(xb, yb)] in enumerate(stream):
         rx, ry = _raw_batch(stream, it)
         assert torch.equal(xb, rx) and torch.equal(yb, ry)
 

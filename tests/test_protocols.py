@@ -28,7 +28,7 @@ class RecordStart(pl.Callback):
                 "state": {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()},
                 "lr": opt.param_groups[0]["lr"],
                 "opt_state": len(opt.state),
-                "batch": (batch[0].clone(), batch[1].clone()),
+                "batch": (batch[0][0].clone(), batch[0][1].clone()),  # the group's first batch
                 "start": pl_module.start_iteration,
             })
 
@@ -152,3 +152,77 @@ def test_global_pruning_in_an_experiment_spares_exempt_output(tmp_path):
     mask = Mask.load(exp.dir / "round_02" / "mask.pt")
     assert mask["output.weight"].all()
     assert not mask["hidden.0.weight"].all()
+
+
+class CountBatchEnds(pl.Callback):
+    def __init__(self):
+        self.calls = self.steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.calls += 1
+        self.steps += len(batch)
+
+
+def _results_without_timing(folder):
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time_s", "time_s")} for r in rows]
+    curves = {p.parent.relative_to(folder).as_posix(): strip(read_csv(p)) for p in sorted(folder.rglob("curve.csv"))}
+    return strip(read_csv(folder / "results.csv")), curves
+
+
+def test_results_are_identical_for_any_steps_per_call_and_with_gradient_masking(tmp_path):
+    """Grouping optimizer steps per Lightning batch and masking gradients too are speed choices only:
+    masks, curves (losses, accuracies, LR) and results are bit-identical."""
+    base = ["lr_warmup=true", "warmup.iterations=30", "rewind_iteration=10", "schedule.milestones=[35]",
+            "controls=[reinit]"]
+    variants = {"one step per batch": ["trainer.steps_per_call=1"], "groups": ["trainer.steps_per_call=20"],
+                "gradients masked": ["mask_gradients=true"]}
+    out, counts = {}, {}
+    for tag, extra in variants.items():
+        counts[tag] = CountBatchEnds()
+        exp, _ = run(tmp_path / tag.replace(" ", "_"), [*base, *extra], counts[tag])
+        out[tag] = _results_without_timing(exp.dir)
+        out[tag + " masks"] = [Mask.load(p) for p in sorted(exp.dir.glob("round_*/mask.pt"))]
+    assert out["one step per batch"] == out["groups"] == out["gradients masked"]
+    for a, b in zip(out["one step per batch masks"], out["groups masks"]):
+        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a.keys())
+    # the grouping did happen: 10 steps per Lightning batch (gcd of 10, 40, eval 10, θK 10)
+    assert counts["one step per batch"].calls == counts["one step per batch"].steps
+    assert counts["groups"].steps == counts["one step per batch"].steps == 10 * counts["groups"].calls
+
+
+@pytest.mark.parametrize("limit, iterations, expected", [
+    (20, (0, 50000, 100, 1000, 0), 20),   # a paper LeNet round
+    (20, (10, 40, 10, 1000, 10), 10),     # rewound to 10: groups must land on 10, 20, ...
+    (7, (0, 40, 10, 10, 0), 5),           # the largest divisor under the limit
+    (20, (0, 37, 10, 1000, 0), 1),        # 37 iterations: no common group
+])
+def test_steps_per_call_lands_on_every_event(limit, iterations, expected):
+    from lth.experiment import steps_per_call
+
+    assert steps_per_call(limit, *iterations) == expected
+
+
+def test_constant_schedule_sets_the_lr_of_the_start_iteration_without_a_scheduler():
+    from lth.models import LeNet
+    from lth.module import LotteryModule, OptimizerSettings
+
+    s = LRSchedule(warmup_iterations=0, milestones=(30,), gamma=0.1)
+    assert s.is_constant(0, 30) and s.is_constant(30, 100) and not s.is_constant(0, 31)
+    assert not LRSchedule(warmup_iterations=10).is_constant(5, 20) and LRSchedule(warmup_iterations=10).is_constant(10, 20)
+    module = LotteryModule(LeNet((1, 8, 8), 10, hidden=(8, 8)), None, OptimizerSettings("adam", lr=0.5), s, 40, 100)
+    opt = module.configure_optimizers()
+    assert isinstance(opt, torch.optim.Optimizer) and opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    module = LotteryModule(LeNet((1, 8, 8), 10, hidden=(8, 8)), None, OptimizerSettings("adam", lr=0.5), s, 0, 100)
+    assert "lr_scheduler" in module.configure_optimizers()
+
+
+def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lth.lean_trainer import RoundCheckpoint
+
+    ckpt = RoundCheckpoint(dirpath=str(tmp_path), filename="last", every_n_train_steps=10)
+    assert ckpt.state_key == ModelCheckpoint.state_key.fget(ckpt) and "every_n_train_steps': 10" in ckpt.state_key
+    assert ckpt.state_key is ckpt.state_key  # computed once
+    _, rows = run(tmp_path, ["trainer.profiler=simple", "prune.rounds=1"])
+    assert len(rows) == 2 and not any(r["diverged"] for r in rows)

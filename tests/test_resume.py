@@ -19,8 +19,9 @@ from lth.module import LotteryModule
 from lth.pruning import Mask
 from tests.conftest import FAST, REPO, compose_config
 
+# Groups of 5 optimizer steps per Lightning batch: interruptions at 25 and 35 fall on group boundaries.
 SMALL = ["experiment=quickstart", *FAST, "train.iterations=40", "eval_every=10", "checkpoint_every=10",
-         "prune.rounds=1", "controls=[]"]
+         "prune.rounds=1", "controls=[]", "trainer.steps_per_call=5"]
 TIMING = {"train_time_s", "time_s"}
 
 
@@ -117,10 +118,9 @@ def test_nan_loss_stops_the_round_and_is_recorded_as_diverged(tmp_path, monkeypa
     real_step = LotteryModule.training_step
 
     def nan_after_pruning(self, batch, batch_idx):
-        x, y = batch
-        if self.mask.weights_remaining() < 100 and self.iteration >= 12:
-            x = x * float("nan")  # the loss (and from then on the weights) become NaN
-        return real_step(self, (x, y), batch_idx)
+        if self.mask.weights_remaining() < 100:  # from iteration 12 the loss (then the weights) become NaN
+            batch = [(x * float("nan") if self.iteration + j >= 12 else x, y) for j, (x, y) in enumerate(batch)]
+        return real_step(self, batch, batch_idx)
 
     monkeypatch.setattr(LotteryModule, "training_step", nan_after_pruning)
     folder = tmp_path / "exp"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,14 @@ import hydra.utils
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from torch import nn
 
 from lth.checkpointing import AtomicCheckpointIO, CaptureState, usable_checkpoint
 from lth.distributed import local_device_index, sync_mask
 from lth.evaluation import DivergedError, PeriodicEvaluation, summarize
 from lth.figures import plot_learning_curves, plot_sparsity_figure
+from lth.lean_trainer import NoProfiler, RoundCheckpoint
 from lth.models import build_model
 from lth.module import LotteryModule, OptimizerSettings
 from lth.naming import config_hash
@@ -205,6 +207,7 @@ class Experiment:
             limit_val_batches=0,
             log_every_n_steps=int(self.cfg.eval_every),
             default_root_dir=str(branch_dir),
+            profiler=t.get("profiler") or NoProfiler(),
         )
 
     def train(self, level: int, branch: str, mask: Mask, init: dict, start: int, keep_state: bool,
@@ -230,7 +233,8 @@ class Experiment:
         model.load_state_dict(init)
         mask.apply_(model)
         end = self.iterations
-        module = LotteryModule(model, mask, self.optimizer_settings(), self.lr_schedule(), start, end)
+        module = LotteryModule(model, mask, self.optimizer_settings(), self.lr_schedule(), start, end,
+                               mask_gradients=bool(self.cfg.get("mask_gradients", False)))
         dm = self.datamodule
         evaluation = PeriodicEvaluation(
             {s: dm.splits[s] for s in ("val", "test")}, int(self.cfg.eval_every), end, int(self.cfg.eval_batch_size),
@@ -239,15 +243,17 @@ class Experiment:
         ckpt_dir = bdir / "checkpoints"
         callbacks = [
             evaluation,
-            ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", every_n_train_steps=int(self.cfg.checkpoint_every),
+            RoundCheckpoint(dirpath=str(ckpt_dir), filename="last", every_n_train_steps=int(self.cfg.checkpoint_every),
                             save_top_k=-1, save_last=False, enable_version_counter=False),
         ]
         if capture_at is not None:
             callbacks.append(CaptureState(capture_at, self.dir / "theta_k.pt"))
         callbacks += self.extra_callbacks
         trainer = self.make_trainer(bdir, end - start, callbacks)
+        group = steps_per_call(int(self.cfg.trainer.get("steps_per_call", 1)), start, end, int(self.cfg.eval_every),
+                               int(self.cfg.checkpoint_every), capture_at or 0)
         stream = dm.train_stream(int(self.cfg.train.batch_size), self.seed, end,
-                                 position=lambda: module.iteration, length=end - start)
+                                 position=lambda: module.iteration, length=end - start, group=group)
         resume = usable_checkpoint(ckpt_dir / "last.ckpt")
         remaining = mask.weights_remaining()
         log.info("round %d/%d %s: %.2f%% of weights remaining, iterations %d..%d%s", level, self.rounds, branch,
@@ -382,3 +388,11 @@ def atomic_write_text_config(path: Path, cfg: DictConfig) -> None:
 
     container = copy.deepcopy(OmegaConf.to_container(cfg, resolve=True))
     atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(container)))
+
+
+def steps_per_call(limit: int, *iterations: int) -> int:
+    """The largest group size <= ``limit`` that divides every iteration given (round start and end,
+    evaluation and checkpoint periods, θK), so that every group boundary Lightning's callbacks see
+    includes each of those iterations."""
+    g = math.gcd(*iterations)
+    return next(k for k in range(min(limit, g) or 1, 0, -1) if g % k == 0)

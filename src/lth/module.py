@@ -41,8 +41,14 @@ class LotteryModule(pl.LightningModule):
     Iterations are counted absolutely: a round rewound to ``start_iteration`` K runs
     iterations K..``end_iteration`` with the learning rate schedule of those iterations.
 
-    Nothing in the step synchronises with the device: the loss is kept as a tensor. (Lightning's
-    manual optimization was tried for speed and gave no measurable gain; see BENCHMARKS.md.)
+    Each Lightning batch is a group of consecutive batches (``BatchStream(group=k)``), trained
+    one optimizer step each with Lightning's manual optimization: ``trainer.global_step`` still
+    counts optimizer steps, and the results are bit-identical for any group size (tested), but
+    Lightning's per-batch loop runs once per group. For LeNet-size networks that loop costs
+    more than the step itself (BENCHMARKS.md). The LR scheduler is stepped after every
+    optimizer step, as in automatic optimization with ``interval="step"``.
+
+    Nothing in the step synchronises with the device: the loss is kept as a tensor.
     """
 
     def __init__(
@@ -53,14 +59,17 @@ class LotteryModule(pl.LightningModule):
         schedule: LRSchedule,
         start_iteration: int = 0,
         end_iteration: int = 1,
+        mask_gradients: bool = False,
     ):
         super().__init__()
+        self.automatic_optimization = False
         self.model = model
         self.mask = mask
         self.optimizer_settings = optimizer
         self.schedule = schedule
         self.start_iteration = start_iteration
         self.end_iteration = end_iteration
+        self.mask_gradients = mask_gradients
         self.enforcer: MaskEnforcer | None = None
         self.last_loss: torch.Tensor | None = None
 
@@ -73,19 +82,50 @@ class LotteryModule(pl.LightningModule):
         return self.model(x)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self.model(x), y)
+        """One optimizer step per ``(x, y)`` in the group ``batch``."""
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        for x, y in batch:
+            loss = F.cross_entropy(self.model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
         self.__dict__["last_loss"] = loss.detach()  # plain attribute: skips nn.Module.__setattr__
-        return loss
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # BatchStream batches are already on the device: skip Lightning's collection walk.
+        if all(t.device == device for pair in batch for t in pair):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_train_end(self) -> None:
+        if self.enforcer is not None:
+            self.enforcer.verify()  # pruned weights are still exactly 0 (one pass, once per round)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_settings.build(self.model.parameters())
         skip_capture_check(optimizer)
         if self.mask is not None:
-            self.enforcer = MaskEnforcer(self.model, self.mask).attach(optimizer)
+            self.enforcer = MaskEnforcer(self.model, self.mask, self.mask_gradients).attach(optimizer)
         start, schedule = self.start_iteration, self.schedule
+        if schedule.is_constant(start, self.end_iteration):
+            # No scheduler to step 20K times for a constant learning rate (a measurable share of a
+            # LeNet step); the rate is that of iteration ``start``, as LambdaLR would set it.
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * schedule.factor(start)
+            return optimizer
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.factor(start + step))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}  # stepped by training_step
+
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets ``_current_fx_name`` around every hook call (~40 times a step); it is a
+        # plain string, so skip nn.Module.__setattr__'s parameter/module/buffer checks.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
 
 def skip_capture_check(optimizer: torch.optim.Optimizer) -> None:

@@ -21,6 +21,8 @@ NON_IDENTITY_KEYS = (
     "data.root",
     "data.download",
     "trainer.enable_progress_bar",
+    "trainer.profiler",
+    "trainer.steps_per_call",
     "checkpoint_every",
     "eval_batch_size",
 )

@@ -25,3 +25,9 @@ class LRSchedule:
             if iteration >= m:
                 f *= self.gamma
         return f
+
+    def is_constant(self, start: int, end: int) -> bool:
+        """True when the multiplier is the same for every iteration in ``[start, end)``."""
+        if self.warmup_iterations > 0 and start < self.warmup_iterations:
+            return False
+        return not any(start < m < end for m in self.milestones)

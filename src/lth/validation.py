@@ -57,12 +57,16 @@ def validate_config(cfg: DictConfig, check_model: bool = True) -> None:
     _positive_int("eval_batch_size", cfg.eval_batch_size)
     _positive_int("checkpoint_every", cfg.checkpoint_every)
     _positive_int("prune.rounds", cfg.prune.rounds)
+    _positive_int("trainer.steps_per_call", cfg.trainer.get("steps_per_call", 1))
     rewind = cfg.rewind_iteration
     if not isinstance(rewind, int) or isinstance(rewind, bool) or not 0 <= rewind < int(cfg.train.iterations):
         raise ConfigError(
             f"rewind_iteration={rewind!r} must be an integer in [0, train.iterations={cfg.train.iterations}): "
             f"it is the iteration the survivors are reset to; lower it or raise train.iterations"
         )
+    for key in ("lr_warmup", "mask_gradients"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
     if cfg.strategy not in ("reset", "continue"):
         raise ConfigError(f"strategy={cfg.strategy!r} is not known; choose strategy=reset or strategy=continue")
     for c in cfg.controls:

@@ -54,10 +54,11 @@ class OnDeviceDataModule(pl.LightningDataModule):
         return {k: len(y) for k, (_, y) in self.splits.items()}
 
     def train_stream(
-        self, batch_size: int, seed: int, end: int, position: Callable[[], int] = lambda: 0, length: int | None = None
+        self, batch_size: int, seed: int, end: int, position: Callable[[], int] = lambda: 0, length: int | None = None,
+        group: int = 1,
     ) -> BatchStream:
         x, y = self.splits["train"]
-        return BatchStream(x, y, batch_size, seed, end, position, self.augment, length)
+        return BatchStream(x, y, batch_size, seed, end, position, self.augment, length, group)
 
     def train_dataloader(self) -> BatchStream:  # Lightning's hook; experiments call train_stream directly
         return self.train_stream(batch_size=60, seed=0, end=len(self.splits["train"][1]) // 60)
