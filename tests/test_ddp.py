@@ -40,9 +40,11 @@ def test_ddp_two_cpu_processes_identical_masks(tmp_path):
                                                               ("2", "ticket"), ("2", "random_prune")]
     assert not list(out.rglob(".*.tmp"))
 
-    # The same experiment in one process: the global batch is split across ranks, so the
-    # numbers agree (up to float rounding of the all-reduce).
+    # The same experiment in one process: the global batch is split across ranks and the
+    # gradients are all-reduced at every optimizer step (also within a group of steps per
+    # Lightning batch), so the numbers agree up to float rounding of the all-reduce.
     single = Experiment(compose_config([*OVERRIDES, *FAST]), tmp_path / "single").run()
     for a, b in zip(ddp_rows, single):
         assert float(a["weights_remaining"]) == pytest.approx(b["weights_remaining"])
-        assert float(a["min_val_loss"]) == pytest.approx(b["min_val_loss"], abs=0.02)
+        assert float(a["min_val_loss"]) == pytest.approx(b["min_val_loss"], rel=1e-4)
+        assert float(a["test_acc_at_es"]) == pytest.approx(b["test_acc_at_es"], abs=1e-9)
