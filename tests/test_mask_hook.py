@@ -127,3 +127,9 @@ def test_verify_raises_when_a_pruned_weight_is_not_zero():
         model.hidden[0].weight[~mask["hidden.0.weight"]] = 0.5
     with pytest.raises(RuntimeError, match="pruned weights of hidden.0.weight are no longer 0"):
         enforcer.verify()
+
+
+def test_optimizers_use_the_fused_implementation_where_available():
+    params = list(LeNet((1, 8, 8), 10, hidden=(8, 8)).parameters())
+    for settings in OPTIMIZERS:
+        assert settings.build(params).defaults["fused"] is True, settings

@@ -22,17 +22,24 @@ class OptimizerSettings:
     nesterov: bool = False
 
     def build(self, params) -> torch.optim.Optimizer:
+        """The torch optimizer, with PyTorch's fused implementation (one kernel per tensor for the
+        whole update) where the device supports it, else the multi-tensor ``foreach`` one. For
+        LeNet on CPU the fused Adam step made training about 1.5x faster (BENCHMARKS.md)."""
         name = self.name.lower()
         if name == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
-        if name == "sgd":
-            return torch.optim.SGD(
-                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                nesterov=self.nesterov, foreach=True,
-            )
-        raise ValueError(f"optimizer.name={self.name!r} is not one of adam, adamw, sgd")
+            cls, kwargs = torch.optim.Adam, dict(lr=self.lr, weight_decay=self.weight_decay)
+        elif name == "adamw":
+            cls, kwargs = torch.optim.AdamW, dict(lr=self.lr, weight_decay=self.weight_decay)
+        elif name == "sgd":
+            cls, kwargs = torch.optim.SGD, dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                                                nesterov=self.nesterov)
+        else:
+            raise ValueError(f"optimizer.name={self.name!r} is not one of adam, adamw, sgd")
+        params = list(params)
+        try:
+            return cls(params, fused=True, **kwargs)
+        except RuntimeError:  # fused kernels not available for these tensors' device or dtype
+            return cls(params, foreach=True, **kwargs)
 
 
 class LotteryModule(pl.LightningModule):

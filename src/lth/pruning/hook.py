@@ -12,8 +12,9 @@ weights are zeroed as well before the optimizer uses them, so that its state for
 0 (needed only for optimizers that mix entries, e.g. global-norm clipping, LARS). The hook
 then wraps the step's closure when there is one: Lightning's automatic optimization
 computes the gradients inside ``optimizer.step(closure)``, after step pre-hooks have run.
-This is off by default: the survivors' trajectory is unchanged, and zero Adam moments make
-``torch._foreach_sqrt`` about 13x slower on the CPU measured here (BENCHMARKS.md).
+This is off by default: the survivors' trajectory is unchanged, it is a second pass per step,
+and with the multi-tensor Adam the zero moments made ``torch._foreach_sqrt`` about 13x slower
+on the CPU measured here (BENCHMARKS.md).
 """
 
 from __future__ import annotations
