@@ -216,7 +216,7 @@ def test_constant_schedule_sets_the_lr_of_the_start_iteration_without_a_schedule
     assert "lr_scheduler" in module.configure_optimizers()
 
 
-def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_path):
+def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_path, caplog):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from lth.lean_trainer import RoundCheckpoint
@@ -224,5 +224,7 @@ def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_pat
     ckpt = RoundCheckpoint(dirpath=str(tmp_path), filename="last", every_n_train_steps=10)
     assert ckpt.state_key == ModelCheckpoint.state_key.fget(ckpt) and "every_n_train_steps': 10" in ckpt.state_key
     assert ckpt.state_key is ckpt.state_key  # computed once
-    _, rows = run(tmp_path, ["trainer.profiler=simple", "prune.rounds=1"])
+    with caplog.at_level("INFO"):
+        _, rows = run(tmp_path, ["trainer.profiler=simple", "prune.rounds=1"])
     assert len(rows) == 2 and not any(r["diverged"] for r in rows)
+    assert caplog.text.count("Profiler Report") == 2  # one report logged per round

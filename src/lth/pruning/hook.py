@@ -7,7 +7,7 @@ pass sees it at exactly 0.0. For element-wise optimizers (Adam, AdamW, SGD with 
 and weight decay) the surviving weights then follow exactly the trajectory they would follow
 if the pruned weights did not exist, bit for bit (tested).
 
-Optionally (``mask_gradients=True``, config ``prune.mask_gradients``) the gradients of pruned
+Optionally (``mask_gradients=True``, config ``mask_gradients=true``) the gradients of pruned
 weights are zeroed as well before the optimizer uses them, so that its state for them stays
 0 (needed only for optimizers that mix entries, e.g. global-norm clipping, LARS). The hook
 then wraps the step's closure when there is one: Lightning's automatic optimization
@@ -33,7 +33,6 @@ class MaskEnforcer:
         self.params = [params[n] for n in self.names]
         self.masks = [mask[n].to(params[n].device, params[n].dtype) for n in self.names]
         self.mask_gradients = mask_gradients
-        self._handles: list = []
 
     @torch.no_grad()
     def zero_masked_grads(self) -> None:
@@ -67,8 +66,8 @@ class MaskEnforcer:
     def attach(self, optimizer: torch.optim.Optimizer) -> "MaskEnforcer":
         if self.params:
             if self.mask_gradients:
-                self._handles.append(optimizer.register_step_pre_hook(self.before_step))
-            self._handles.append(optimizer.register_step_post_hook(self.apply_to_weights))
+                optimizer.register_step_pre_hook(self.before_step)
+            optimizer.register_step_post_hook(self.apply_to_weights)
         return self
 
     @torch.no_grad()
@@ -80,8 +79,3 @@ class MaskEnforcer:
             moved = int(torch.count_nonzero(pruned[pruned.isfinite()]))
             if moved:
                 raise RuntimeError(f"{moved} pruned weights of {name} are no longer 0; the mask was not enforced")
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
