@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth.evaluation import PeriodicEvaluation, evaluate
-from lth.models.lenet import LeNet
+from lth.models import ConvNet, LeNet, ResNet
 from lth.module import LotteryModule, OptimizerSettings, skip_capture_check
 from lth.pruning import Mask, prunable_tensors
 from lth.schedule import LRSchedule
@@ -41,29 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- models
 
 
-def _conv2(shape, classes):
-    try:
-        from lth.models.conv import ConvNet
-
-        return ConvNet(shape, classes, depth=2)
-    except ImportError:  # stand-in while the package's Conv-2 does not exist
-        return nn.Sequential(
-            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
-        )
-
-
-def _resnet20(shape, classes):
-    from lth.models.resnet import ResNet
-
-    return ResNet(shape, classes, depth=20)
-
-
 # name: (builder, input shape, batch size, optimizer)
 MODELS = {
     "LeNet-300-100": (lambda s, c: LeNet(s, c), (1, 28, 28), 60, OptimizerSettings("adam", lr=1.2e-3)),
-    "Conv-2": (_conv2, (3, 32, 32), 60, OptimizerSettings("adam", lr=2e-4)),
-    "ResNet-20": (_resnet20, (3, 32, 32), 128, OptimizerSettings("sgd", lr=0.1, momentum=0.9, weight_decay=1e-4)),
+    "Conv-2": (lambda s, c: ConvNet(s, c, depth=2), (3, 32, 32), 60, OptimizerSettings("adam", lr=2e-4)),
+    "ResNet-20": (lambda s, c: ResNet(s, c, depth=20), (3, 32, 32), 128, OptimizerSettings("sgd", lr=0.1, momentum=0.9, weight_decay=1e-4)),
 }
 
 
