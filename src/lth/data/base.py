@@ -37,6 +37,13 @@ class OnDeviceDataModule(pl.LightningDataModule):
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
+    def with_validation_split(self, train: tuple[torch.Tensor, torch.Tensor],
+                              test: tuple[torch.Tensor, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The splits, with ``val_size`` examples of the training file held out by ``split_seed``."""
+        x, y = train
+        train_idx, val_idx = split_indices(len(y), self.val_size, self.split_seed)
+        return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": test}
+
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = self.load_splits()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lth.data.base import OnDeviceDataModule, split_indices
+from lth.data.base import OnDeviceDataModule
 from lth.data.torchvision_files import open_torchvision
 
 # Per-channel statistics of the 50K CIFAR-10 training images.
@@ -36,6 +36,4 @@ class CIFAR10DataModule(OnDeviceDataModule):
             x = ((x - mean) / std).contiguous()
             return x, torch.as_tensor(ds.targets, dtype=torch.int64)
 
-        x, y = prep(train)
-        train_idx, val_idx = split_indices(len(y), self.val_size, self.split_seed)
-        return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": prep(test)}
+        return self.with_validation_split(prep(train), prep(test))

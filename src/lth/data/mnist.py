@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lth.data.base import OnDeviceDataModule, split_indices
+from lth.data.base import OnDeviceDataModule
 from lth.data.torchvision_files import open_torchvision
 
 MEAN, STD = 0.1307, 0.3081
@@ -25,6 +25,4 @@ class MNISTDataModule(OnDeviceDataModule):
             x = ((ds.data.float() / 255.0 - MEAN) / STD).unsqueeze(1)
             return x, ds.targets.long()
 
-        x, y = prep(train)
-        train_idx, val_idx = split_indices(len(y), self.val_size, self.split_seed)
-        return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": prep(test)}
+        return self.with_validation_split(prep(train), prep(test))
