@@ -131,5 +131,8 @@ def test_verify_raises_when_a_pruned_weight_is_not_zero():
 
 def test_optimizers_use_the_fused_implementation_where_available():
     params = list(LeNet((1, 8, 8), 10, hidden=(8, 8)).parameters())
+    elsewhere = [torch.nn.Parameter(torch.empty(3, device="meta"))]  # a device without fused kernels
     for settings in OPTIMIZERS:
         assert settings.build(params).defaults["fused"] is True, settings
+        opt = settings.build(elsewhere)
+        assert not opt.defaults["fused"] and opt.defaults["foreach"] is True, settings
