@@ -17,6 +17,6 @@ def test_override_order_does_not_matter_and_results_settings_do():
 
 def test_speed_only_settings_keep_the_folder():
     base = _hash(["model=conv2"])
-    for speed_only in ("trainer.steps_per_call=1", "trainer.profiler=simple",
+    for speed_only in ("trainer.steps_per_call=1", "mask_gradients=true", "trainer.profiler=simple",
                        "eval_batch_size=500", "checkpoint_every=50", "trainer.enable_progress_bar=false"):
         assert _hash(["model=conv2", speed_only]) == base, speed_only

@@ -169,19 +169,20 @@ def _results_without_timing(folder):
     return strip(read_csv(folder / "results.csv")), curves
 
 
-def test_results_are_identical_for_any_steps_per_call(tmp_path):
-    """Grouping optimizer steps per Lightning batch is a speed choice only: masks, curves (losses,
-    accuracies, LR) and results are bit-identical."""
+def test_results_are_identical_for_any_steps_per_call_and_with_gradient_masking(tmp_path):
+    """Grouping optimizer steps per Lightning batch and masking gradients too are speed choices only:
+    masks, curves (losses, accuracies, LR) and results are bit-identical."""
     base = ["lr_warmup=true", "warmup.iterations=30", "rewind_iteration=10", "schedule.milestones=[35]",
             "controls=[reinit]"]
-    variants = {"one step per batch": ["trainer.steps_per_call=1"], "groups": ["trainer.steps_per_call=20"]}
+    variants = {"one step per batch": ["trainer.steps_per_call=1"], "groups": ["trainer.steps_per_call=20"],
+                "gradients masked": ["mask_gradients=true"]}
     out, counts = {}, {}
     for tag, extra in variants.items():
         counts[tag] = CountBatchEnds()
         exp, _ = run(tmp_path / tag.replace(" ", "_"), [*base, *extra], counts[tag])
         out[tag] = _results_without_timing(exp.dir)
         out[tag + " masks"] = [Mask.load(p) for p in sorted(exp.dir.glob("round_*/mask.pt"))]
-    assert out["one step per batch"] == out["groups"]
+    assert out["one step per batch"] == out["groups"] == out["gradients masked"]
     for a, b in zip(out["one step per batch masks"], out["groups masks"]):
         assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a.keys())
     # the grouping did happen: 10 steps per Lightning batch (gcd of 10, 40, eval 10, θK 10)

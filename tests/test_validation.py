@@ -30,6 +30,7 @@ BAD_SETTINGS = [
     (["controls=[nope]"], "controls contains 'nope'"),
     (["model=vgg11", "data=digits"], "model=vgg11 does not fit data=digits"),
     (["trainer.steps_per_call=0"], "trainer.steps_per_call=0 must be a positive integer"),
+    (["mask_gradients=maybe"], "mask_gradients='maybe' must be true or false"),
     (["lr_warmup=1"], "lr_warmup=1 must be true or false"),
 ]
 

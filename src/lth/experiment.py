@@ -233,7 +233,8 @@ class Experiment:
         model.load_state_dict(init)
         mask.apply_(model)
         end = self.iterations
-        module = LotteryModule(model, mask, self.optimizer_settings(), self.lr_schedule(), start, end)
+        module = LotteryModule(model, mask, self.optimizer_settings(), self.lr_schedule(), start, end,
+                               mask_gradients=bool(self.cfg.get("mask_gradients", False)))
         dm = self.datamodule
         evaluation = PeriodicEvaluation(
             {s: dm.splits[s] for s in ("val", "test")}, int(self.cfg.eval_every), end, int(self.cfg.eval_batch_size),

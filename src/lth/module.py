@@ -69,6 +69,7 @@ class LotteryModule(pl.LightningModule):
         schedule: LRSchedule,
         start_iteration: int = 0,
         end_iteration: int = 1,
+        mask_gradients: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -78,6 +79,7 @@ class LotteryModule(pl.LightningModule):
         self.schedule = schedule
         self.start_iteration = start_iteration
         self.end_iteration = end_iteration
+        self.mask_gradients = mask_gradients
         self.enforcer: MaskEnforcer | None = None
         self.last_loss: torch.Tensor | None = None
 
@@ -93,13 +95,10 @@ class LotteryModule(pl.LightningModule):
         """One optimizer step per ``(x, y)`` in the group ``batch``."""
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        enforcer = self.enforcer
         for x, y in batch:
             loss = F.cross_entropy(self.model(x), y)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            if enforcer is not None:
-                enforcer.gather_gradients()  # before step(): AMP's unscaling must see the survivors' gradients
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -111,30 +110,15 @@ class LotteryModule(pl.LightningModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def on_train_start(self) -> None:
-        if self.enforcer is not None:
-            self.enforcer.load_survivors()  # the weights as restored (checkpoint) or rewound
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.mask is not None:  # a mid-round checkpoint of an older lth holds dense optimizer state
-            params = list(self.model.named_parameters())
-            checkpoint["optimizer_states"] = [MaskEnforcer.compact_optimizer_state(state, params, self.mask)
-                                              for state in checkpoint.get("optimizer_states", [])]
-
     def on_train_end(self) -> None:
         if self.enforcer is not None:
             self.enforcer.verify()  # pruned weights are still exactly 0 (one pass, once per round)
 
     def configure_optimizers(self):
-        params = list(self.model.parameters())
-        if self.mask is not None:
-            # the optimizer gets only the surviving entries of masked weights (lth.pruning.hook)
-            self.enforcer = MaskEnforcer(self.model, self.mask)
-            params = self.enforcer.optimizer_params(params)
-        optimizer = self.optimizer_settings.build(params)
+        optimizer = self.optimizer_settings.build(self.model.parameters())
         skip_capture_check(optimizer)
-        if self.enforcer is not None:
-            self.enforcer.attach(optimizer)
+        if self.mask is not None:
+            self.enforcer = MaskEnforcer(self.model, self.mask, self.mask_gradients).attach(optimizer)
         start, schedule = self.start_iteration, self.schedule
         if schedule.is_constant(start, self.end_iteration):
             # No scheduler to step 20K times for a constant learning rate (a measurable share of a

@@ -15,7 +15,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 # Settings that do not change what is computed, left out of the identity. (mask_gradients:
-# a speed-only setting of older lth, now gone; listed so their experiment folders keep their hash.)
+# bit-identical results for the built-in optimizers, tested in tests/test_protocols.py.)
 NON_IDENTITY_KEYS = (
     "mask_gradients",
     "hydra",

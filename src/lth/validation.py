@@ -64,8 +64,9 @@ def validate_config(cfg: DictConfig, check_model: bool = True) -> None:
             f"rewind_iteration={rewind!r} must be an integer in [0, train.iterations={cfg.train.iterations}): "
             f"it is the iteration the survivors are reset to; lower it or raise train.iterations"
         )
-    if not isinstance(cfg.get("lr_warmup", False), bool):
-        raise ConfigError(f"lr_warmup={cfg.get('lr_warmup')!r} must be true or false")
+    for key in ("lr_warmup", "mask_gradients"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
     if cfg.strategy not in ("reset", "continue"):
         raise ConfigError(f"strategy={cfg.strategy!r} is not known; choose strategy=reset or strategy=continue")
     for c in cfg.controls:
