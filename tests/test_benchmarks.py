@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import torch
+import torch.nn.functional as F
+
+from benchmarks import probes
 from tests.conftest import REPO
 
 
@@ -22,3 +26,13 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
     assert set(rates) == {"hand", "mask", "dense", "torch_prune"} and all(v > 0 for v in rates.values())
     assert results["eval_s"] > 0
     assert sorted(results["memory"]["rss_mb"]) == ["0", "1", "2"]
+
+
+def test_probes_keep_pruned_weights_at_zero_and_time_every_evaluation_method():
+    for variant in ("dense", "multiply", "grad_hook", "survivors"):
+        assert probes.masked_lenet_loop(variant, keep=0.1, steps=5, warmup=2) > 0  # asserts pruned weights stayed 0
+    for method in ("dense-1000", "csr", "bag", "bag-prepared"):
+        assert probes.first_layer_eval(method, density=0.1) > 0
+    x, w, b = torch.randn(50, 784), torch.randn(300, 784) * (torch.rand(300, 784) < 0.1), torch.randn(300)
+    (out,) = probes.embedding_bag_linear([x.t().contiguous()], w, b)
+    torch.testing.assert_close(out, F.linear(x, w, b), rtol=0, atol=1e-4)  # the same layer

@@ -1,0 +1,145 @@
+"""Probes behind BENCHMARKS.md's "Tried and measured, not adopted": alternatives to lth's mask
+multiply and dense evaluation, timed in plain loops (no Lightning) so only the technique differs.
+
+    python -m benchmarks.probes mask --threads 1   # steps/s: dense / mask multiply / gradient hook / survivors-only
+    python -m benchmarks.probes eval --threads 1   # ms per evaluation of a 784->300 layer on 15K inputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.run import make_model, sparse_mask
+from lth.module import OptimizerSettings, skip_capture_check
+
+
+class SurvivorsOnly:
+    """The optimizer sees only the surviving entries: gather their gradients before the step,
+    scatter them back after it (pruned weights are never written)."""
+
+    def __init__(self, model, mask):
+        params = dict(model.named_parameters())
+        self.weights = [params[n] for n in mask]
+        self.idx = [mask[n].reshape(-1).nonzero().squeeze(1) for n in mask]
+        self.survivors = [torch.nn.Parameter(w.detach().reshape(-1)[i].clone()) for w, i in zip(self.weights, self.idx)]
+        by_id = {id(w): s for w, s in zip(self.weights, self.survivors)}
+        self.params = [by_id.get(id(p), p) for p in model.parameters()]
+
+    @torch.no_grad()
+    def gather(self, *_):
+        for w, s, i in zip(self.weights, self.survivors, self.idx):
+            s.grad = w.grad.view(-1).index_select(0, i)
+            w.grad = None
+
+    @torch.no_grad()
+    def scatter(self, *_):
+        for w, s, i in zip(self.weights, self.survivors, self.idx):
+            w.view(-1).index_copy_(0, i, s)
+
+
+def masked_lenet_loop(variant: str, keep: float, steps: int = 300, warmup: int = 20) -> float:
+    """Steps/s of a LeNet-300-100 loop (fused Adam, batch 60) with ``keep`` of each weight kept."""
+    model = make_model("LeNet-300-100")
+    mask = sparse_mask(model, keep)
+    settings = OptimizerSettings("adam", lr=1.2e-3)
+    params = dict(model.named_parameters())
+    if variant != "dense":
+        mask.apply_(model)
+    if variant == "survivors":
+        so = SurvivorsOnly(model, mask)
+        opt = settings.build(so.params)
+        opt.register_step_pre_hook(so.gather)
+        opt.register_step_post_hook(so.scatter)
+    else:
+        opt = settings.build(model.parameters())
+    if variant == "multiply":
+        weights, masks = [params[n].data for n in mask], [mask[n].float() for n in mask]
+        opt.register_step_post_hook(lambda *_: torch._foreach_mul_(weights, masks))
+    elif variant == "grad_hook":
+        def zero_pruned_grad(p, m):
+            p.grad.mul_(m)
+        for n in mask:
+            params[n].register_post_accumulate_grad_hook(lambda p, m=mask[n].float(): zero_pruned_grad(p, m))
+    skip_capture_check(opt)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3000, 1, 28, 28, generator=gen), torch.randint(0, 10, (3000,), generator=gen)
+    perm = torch.randperm(3000, generator=gen)
+    for i in range(steps + warmup):
+        if i == warmup:
+            t0 = time.perf_counter()
+        idx = perm[(i % 50) * 60:(i % 50 + 1) * 60]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    rate = steps / (time.perf_counter() - t0)
+    if variant != "dense":
+        assert all(not params[n][~m].any() for n, m in mask.items()), f"{variant}: a pruned weight moved"
+    return rate
+
+
+def embedding_bag_linear(xt_blocks, w: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """``F.linear`` on each block, from the transposed blocks (in_features x block) and the
+    weight's non-zeros: output unit j is the bag of input rows j connects to, weighted."""
+    rows, cols = w.nonzero(as_tuple=True)
+    offsets = torch.zeros(w.shape[0], dtype=torch.long)
+    offsets[1:] = torch.bincount(rows, minlength=w.shape[0]).cumsum(0)[:-1]
+    return [F.embedding_bag(cols, xt, offsets, mode="sum", per_sample_weights=w[rows, cols]).t() + b for xt in xt_blocks]
+
+
+def first_layer_eval(method: str, density: float, block: int = 128) -> float:
+    """Milliseconds for a 784->300 layer at ``density`` on 15K inputs (one paper evaluation)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(15000, 784, generator=gen)
+    w = torch.randn(300, 784, generator=gen) * (torch.rand(300, 784, generator=gen) < density)
+    b = torch.randn(300, generator=gen)
+    if method.startswith("dense"):
+        bs = int(method.split("-")[1])
+        run = lambda: [F.linear(x[i:i + bs], w, b) for i in range(0, len(x), bs)]
+    elif method == "csr":
+        run = lambda: torch.sparse.mm(w.to_sparse_csr(), x.t()).t() + b
+    else:  # embedding_bag over the weight's non-zeros; input blocks transposed per call or once
+        blocks = [x[i:i + block].t().contiguous() for i in range(0, len(x), block)] if method == "bag-prepared" else None
+        run = lambda: embedding_bag_linear(blocks or (x[i:i + block].t().contiguous() for i in range(0, len(x), block)), w, b)
+    times = []
+    for _ in range(6):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:]) * 1000
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("probe", choices=["mask", "eval"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")  # sparse CSR is 'beta'
+    print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.reps} interleaved repetitions")
+    if args.probe == "mask":
+        variants = ["dense", "multiply", "grad_hook", "survivors"]
+        print("kept  " + "  ".join(f"{v:>10}" for v in variants) + "   (steps/s)")
+        for keep in (0.8, 0.5, 0.2, 0.1, 0.03):
+            rates = {v: [] for v in variants}
+            for _ in range(args.reps):
+                for v in variants:
+                    rates[v].append(masked_lenet_loop(v, keep))
+            print(f"{keep:>4.0%}  " + "  ".join(f"{statistics.median(rates[v]):>10.1f}" for v in variants))
+    else:
+        methods = ["dense-1000", "dense-5000", "csr", "bag", "bag-prepared"]
+        print("density  " + "  ".join(f"{m:>12}" for m in methods) + "   (ms)")
+        for density in (0.05, 0.1, 0.2):
+            print(f"{density:>7.0%}  " + "  ".join(f"{first_layer_eval(m, density):>12.1f}" for m in methods))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
