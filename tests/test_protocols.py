@@ -157,10 +157,25 @@ def test_global_pruning_in_an_experiment_spares_exempt_output(tmp_path):
 class CountBatchEnds(pl.Callback):
     def __init__(self):
         self.calls = self.steps = 0
+        self.plain_backward = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.calls += 1
         self.steps += len(batch)
+
+    def on_train_end(self, trainer, pl_module):
+        self.plain_backward.append(pl_module.__dict__.get("plain_backward"))
+
+
+class CountBackwards(CountBatchEnds):
+    """A callback with a backward hook: LotteryModule must then go through Lightning's backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.backwards = 0
+
+    def on_after_backward(self, trainer, pl_module):
+        self.backwards += 1
 
 
 def _results_without_timing(folder):
@@ -169,20 +184,26 @@ def _results_without_timing(folder):
     return strip(read_csv(folder / "results.csv")), curves
 
 
-def test_results_are_identical_for_any_steps_per_call_and_with_gradient_masking(tmp_path):
-    """Grouping optimizer steps per Lightning batch and masking gradients too are speed choices only:
-    masks, curves (losses, accuracies, LR) and results are bit-identical."""
+def test_results_are_identical_for_any_steps_per_call_gradient_masking_and_backward_path(tmp_path):
+    """Grouping optimizer steps per Lightning batch, masking gradients too, and calling
+    ``loss.backward()`` directly instead of Lightning's backward are speed choices only: masks,
+    curves (losses, accuracies, LR) and results are bit-identical."""
     base = ["lr_warmup=true", "warmup.iterations=30", "rewind_iteration=10", "schedule.milestones=[35]",
             "controls=[reinit]"]
     variants = {"one step per batch": ["trainer.steps_per_call=1"], "groups": ["trainer.steps_per_call=20"],
                 "gradients masked": ["mask_gradients=true"]}
+    variants["Lightning's backward"] = []
     out, counts = {}, {}
     for tag, extra in variants.items():
-        counts[tag] = CountBatchEnds()
-        exp, _ = run(tmp_path / tag.replace(" ", "_"), [*base, *extra], counts[tag])
+        counts[tag] = CountBackwards() if tag == "Lightning's backward" else CountBatchEnds()
+        exp, _ = run(tmp_path / tag.replace(" ", "_").replace("'", ""), [*base, *extra], counts[tag])
         out[tag] = _results_without_timing(exp.dir)
         out[tag + " masks"] = [Mask.load(p) for p in sorted(exp.dir.glob("round_*/mask.pt"))]
-    assert out["one step per batch"] == out["groups"] == out["gradients masked"]
+    assert out["one step per batch"] == out["groups"] == out["gradients masked"] == out["Lightning's backward"]
+    # the backward path: direct unless a callback has a backward hook, which then sees every step
+    assert set(counts["groups"].plain_backward) == {True}
+    assert set(counts["Lightning's backward"].plain_backward) == {False}
+    assert counts["Lightning's backward"].backwards == counts["Lightning's backward"].steps > 0
     for a, b in zip(out["one step per batch masks"], out["groups masks"]):
         assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a.keys())
     # the grouping did happen: 10 steps per Lightning batch (gcd of 10, 40, eval 10, θK 10)

@@ -95,10 +95,14 @@ class LotteryModule(pl.LightningModule):
         """One optimizer step per ``(x, y)`` in the group ``batch``."""
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
+        plain_backward = self.__dict__.get("plain_backward", False)
         for x, y in batch:
             loss = F.cross_entropy(self.model(x), y)
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            if plain_backward:
+                loss.backward()
+            else:
+                self.manual_backward(loss)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -109,6 +113,9 @@ class LotteryModule(pl.LightningModule):
         if all(t.device == device for pair in batch for t in pair):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_train_start(self) -> None:
+        self.__dict__["plain_backward"] = backward_hooks_are_no_ops(self.trainer, self)
 
     def on_train_end(self) -> None:
         if self.enforcer is not None:
@@ -136,6 +143,33 @@ class LotteryModule(pl.LightningModule):
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
+
+
+def backward_hooks_are_no_ops(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
+    """Whether ``manual_backward(loss)`` would do nothing but ``loss.backward()``.
+
+    Lightning's backward dispatches ``on_before_backward`` and ``on_after_backward`` to every
+    callback and the module, and runs the strategy's and precision plugin's backward hooks:
+    about 25-50 µs per optimizer step, 2.5-5% of a LeNet step on the CPU (BENCHMARKS.md). With
+    one device, plain 32-bit precision, no profiler and none of those hooks overridden, all of
+    that is a no-op, and ``LotteryModule`` calls ``loss.backward()`` itself. Anything else (DDP,
+    mixed precision, a callback with ``on_after_backward``, ``trainer.profiler=...``) goes
+    through Lightning.
+    """
+    from pytorch_lightning.plugins.precision import Precision
+    from pytorch_lightning.strategies import SingleDeviceStrategy
+
+    from lth.lean_trainer import NoProfiler
+
+    hooks = ("on_before_backward", "on_after_backward")
+    return (
+        type(trainer.strategy) is SingleDeviceStrategy
+        and type(trainer.precision_plugin) is Precision
+        and isinstance(trainer.profiler, NoProfiler)
+        and type(module).backward is pl.LightningModule.backward
+        and all(getattr(type(module), h) is getattr(pl.LightningModule, h) for h in hooks)
+        and all(getattr(type(cb), h) is getattr(pl.Callback, h) for cb in trainer.callbacks for h in hooks)
+    )
 
 
 def skip_capture_check(optimizer: torch.optim.Optimizer) -> None:
