@@ -245,7 +245,9 @@ def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_pat
     ckpt = RoundCheckpoint(dirpath=str(tmp_path), filename="last", every_n_train_steps=10)
     assert ckpt.state_key == ModelCheckpoint.state_key.fget(ckpt) and "every_n_train_steps': 10" in ckpt.state_key
     assert ckpt.state_key is ckpt.state_key  # computed once
+    record = CountBatchEnds()
     with caplog.at_level("INFO"):
-        _, rows = run(tmp_path, ["trainer.profiler=simple", "prune.rounds=1"])
+        _, rows = run(tmp_path, ["trainer.profiler=simple", "prune.rounds=1"], record)
     assert len(rows) == 2 and not any(r["diverged"] for r in rows)
     assert caplog.text.count("Profiler Report") == 2  # one report logged per round
+    assert set(record.plain_backward) == {False}  # profiled: backward goes through Lightning's hooks

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 
+from lth.lean_trainer import NoProfiler
 from lth.pruning import Mask, MaskEnforcer
 from lth.schedule import LRSchedule
 
@@ -92,7 +95,8 @@ class LotteryModule(pl.LightningModule):
         return self.model(x)
 
     def training_step(self, batch, batch_idx):
-        """One optimizer step per ``(x, y)`` in the group ``batch``."""
+        """One optimizer step per ``(x, y)`` in the group ``batch`` (backward through Lightning unless
+        ``backward_hooks_are_no_ops``, decided at the start of training)."""
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         plain_backward = self.__dict__.get("plain_backward", False)
@@ -156,11 +160,6 @@ def backward_hooks_are_no_ops(trainer: pl.Trainer, module: pl.LightningModule) -
     mixed precision, a callback with ``on_after_backward``, ``trainer.profiler=...``) goes
     through Lightning.
     """
-    from pytorch_lightning.plugins.precision import Precision
-    from pytorch_lightning.strategies import SingleDeviceStrategy
-
-    from lth.lean_trainer import NoProfiler
-
     hooks = ("on_before_backward", "on_after_backward")
     return (
         type(trainer.strategy) is SingleDeviceStrategy
