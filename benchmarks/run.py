@@ -126,6 +126,13 @@ def hand_loop(name: str, data: Data, device, steps: int, warmup: int) -> tuple[f
     # every optimizer.step() on CPU dlopen NVML; a hand loop in a process without Lightning does
     # not pay that, so it gets the same skip as lth (otherwise the comparison would flatter lth).
     skip_capture_check(opt)
+    return timed_loop(model, opt, data, device, steps, warmup)
+
+
+def timed_loop(model: nn.Module, opt: torch.optim.Optimizer, data: Data, device, steps: int,
+               warmup: int) -> tuple[float, float]:
+    """``steps`` plain PyTorch steps on batches gathered from an on-device permutation; returns
+    (steps per wall-clock second, per CPU second) over the steps after ``warmup``."""
     b, n = data.batch, len(data.y)
     spe = n // b
     gen = torch.Generator(device=device).manual_seed(0)
