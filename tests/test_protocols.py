@@ -251,3 +251,21 @@ def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_pat
     assert len(rows) == 2 and not any(r["diverged"] for r in rows)
     assert caplog.text.count("Profiler Report") == 2  # one report logged per round
     assert set(record.plain_backward) == {False}  # profiled: backward goes through Lightning's hooks
+
+
+@pytest.mark.parametrize("trainer_kwargs, plain", [
+    ({}, True),
+    ({"precision": "bf16-mixed"}, False),             # mixed precision: Lightning's backward
+    ({"profiler": "simple"}, False),                  # profiled: the hooks are timed
+    ({"callbacks": [CountBackwards()]}, False),       # a callback with a backward hook
+])
+def test_direct_backward_only_when_lightnings_would_do_nothing_else(trainer_kwargs, plain):
+    from lth.lean_trainer import NoProfiler
+    from lth.models import LeNet
+    from lth.module import LotteryModule, OptimizerSettings, backward_hooks_are_no_ops
+    from lth.schedule import LRSchedule
+
+    kwargs = {"profiler": NoProfiler(), **trainer_kwargs}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs)
+    module = LotteryModule(LeNet((1, 8, 8), 10), None, OptimizerSettings(), LRSchedule())
+    assert backward_hooks_are_no_ops(trainer, module) is plain
