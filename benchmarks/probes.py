@@ -3,6 +3,7 @@ multiply and dense evaluation, timed in plain loops (no Lightning) so only the t
 
     python -m benchmarks.probes mask --threads 1   # steps/s: dense / mask multiply / gradient hook / survivors-only
     python -m benchmarks.probes eval --threads 1   # ms per evaluation of a 784->300 layer on 15K inputs
+    python -m benchmarks.probes optimizer --threads 1  # mask multiply vs optimizer.compile=true, paired
 """
 
 from __future__ import annotations
@@ -74,6 +75,61 @@ def masked_lenet_loop(variant: str, keep: float, steps: int = 300, warmup: int =
     return rate
 
 
+class Chunked:
+    """One (model, optimizer) variant of the hand loop, run ``steps`` at a time (``run_chunk``),
+    so that variants can alternate every few milliseconds."""
+
+    def __init__(self, variant: str, keep: float = 0.1):
+        self.model = make_model("LeNet-300-100")
+        mask = sparse_mask(self.model, keep)
+        settings = OptimizerSettings("adam", lr=1.2e-3, compile=variant.startswith("compiled"))
+        masked = variant in ("multiply", "compiled_mask")
+        if masked:
+            mask.apply_(self.model)
+        enforcer = MaskEnforcer(self.model, mask)
+        self.opt = settings.build(self.model.parameters(), zip(enforcer.params, enforcer.masks) if masked else ())
+        if variant == "multiply":
+            enforcer.attach(self.opt)
+        skip_capture_check(self.opt)
+        self.enforcer = enforcer if masked else None
+        self.data = Data("LeNet-300-100", torch.device("cpu"))
+        self.gen = torch.Generator().manual_seed(0)
+        self.i = 0
+
+    def run_chunk(self, steps: int) -> float:
+        """Seconds for ``steps`` steps."""
+        d = self.data
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            idx = torch.randint(0, len(d.y), (d.batch,), generator=self.gen)
+            loss = F.cross_entropy(self.model(d.x[idx]), d.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - t0
+
+
+def paired_optimizer_ratios(rounds: int = 200, chunk: int = 10) -> dict[str, float]:
+    """Median over ``rounds`` of each variant's speed relative to torch's fused Adam without a
+    mask, the variants alternating every ``chunk`` steps (so drift of the machine's speed hits
+    all alike): multiply = lth's default (fused Adam + MaskEnforcer), compiled_dense and
+    compiled_mask = optimizer.compile=true without and with the mask."""
+    variants = {v: Chunked(v) for v in ("dense", "multiply", "compiled_dense", "compiled_mask")}
+    for v in variants.values():
+        v.run_chunk(20)  # warm-up (and compilation)
+    ratios = {v: [] for v in variants if v != "dense"}
+    names = list(variants)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        times = {v: variants[v].run_chunk(chunk) for v in order}
+        for v in ratios:
+            ratios[v].append(times["dense"] / times[v])
+    for v in variants.values():
+        if v.enforcer is not None:
+            v.enforcer.verify()
+    return {v: statistics.median(rs) for v, rs in ratios.items()}
+
+
 def embedding_bag_linear(xt_blocks, w: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
     """``F.linear`` on each block, from the transposed blocks (in_features x block) and the
     weight's non-zeros: output unit j is the bag of input rows j connects to, weighted."""
@@ -107,7 +163,7 @@ def first_layer_eval(method: str, density: float, block: int = 128) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["mask", "eval"])
+    ap.add_argument("probe", choices=["mask", "eval", "optimizer"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args(argv)
@@ -123,6 +179,11 @@ def main(argv=None) -> int:
                 for v in variants:
                     rates[v].append(masked_lenet_loop(v, keep))
             print(f"{keep:>4.0%}  " + "  ".join(f"{statistics.median(rates[v]):>10.1f}" for v in variants))
+    elif args.probe == "optimizer":
+        print("speed relative to fused Adam without a mask (median of paired 10-step chunks):")
+        for rep in range(args.reps):
+            ratios = paired_optimizer_ratios()
+            print("    " + ", ".join(f"{v} {r:.3f}x" for v, r in ratios.items()), flush=True)
     else:
         methods = ["dense-1000", "dense-5000", "csr", "bag", "bag-prepared"]
         print("density  " + "  ".join(f"{m:>12}" for m in methods) + "   (ms)")

@@ -12,6 +12,7 @@ quick-start is measured in a fresh subprocess so that the other benchmarks do no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -181,7 +182,8 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
     """lth's training step: LotteryModule through the real Trainer from ``Experiment.make_trainer``,
     with the callbacks of a round (periodic evaluation and checkpointing, neither due in the timed
     window), fed by a BatchStream. ``variant``: mask (MaskEnforcer, ~10% remaining), dense (no
-    mask), torch_prune (no MaskEnforcer; torch.nn.utils.prune reparametrisation instead)."""
+    mask), torch_prune (no MaskEnforcer; torch.nn.utils.prune reparametrisation instead);
+    mask_compiled and dense_compiled: mask and dense with ``optimizer.compile=true``."""
     from lth.lean_trainer import RoundCheckpoint
 
     from lth.data.stream import BatchStream
@@ -190,6 +192,10 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
     model = make_model(name).to(device)
     mask = sparse_mask(model)
     enforced = None
+    settings = MODELS[name][3]
+    if variant.endswith("_compiled"):
+        settings = dataclasses.replace(settings, compile=True)
+        variant = variant.removesuffix("_compiled")
     if variant == "mask":
         mask.apply_(model)
         enforced = mask
@@ -200,7 +206,7 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
         for pname, m in mask.items():
             mod_name = pname.rsplit(".", 1)[0]
             tprune.custom_from_mask(modules[mod_name], "weight", m.to(device))
-    module = LotteryModule(model, enforced, MODELS[name][3], LRSchedule(), 0, steps)
+    module = LotteryModule(model, enforced, settings, LRSchedule(), 0, steps)
     cfg = compose(["logger=none", f"trainer={trainer_name(device)}",
                    f"trainer.enable_progress_bar={str(progress_bar).lower()}", "eval_every=100000"])
     exp = Experiment(cfg, tmp / "exp")
@@ -313,6 +319,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="also time lth with optimizer.compile=true (update and mask in one compiled function)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--memory-probe", nargs=2, type=int, metavar=("ROUNDS", "ITERATIONS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -338,6 +346,13 @@ def main(argv=None) -> int:
         quick_batch = {"Conv-2": 8, "ResNet-20": 8}
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     variants = ["hand", "mask", "dense", "torch_prune"]
+    if args.compiled:
+        from lth.pruning.compiled_optimizer import missing_compiler
+
+        reason = missing_compiler(device)
+        if reason:
+            ap.error(f"--compiled: {reason}")
+        variants += ["mask_compiled", "dense_compiled"]
 
     env = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -412,10 +427,26 @@ def format_report(r: dict) -> str:
         targets[m] = (ratio, overhead)
         lines.append(f"| {m:<14}| {v['hand']:>10.2f} | {v['mask']:>10.2f} | {v['dense']:>10.2f} | {v['torch_prune']:>15.2f} "
                      f"| {ratio:>7.3f}x | {overhead * 100:>12.1f}% | {tp:>15.3f}x |")
+    compiled = {m: v for m, v in med.items() if "mask_compiled" in v}
+    if compiled:
+        lines += [
+            "",
+            "    with optimizer.compile=true (lth.pruning.CompiledMaskedOptimizer: update and mask in one compiled function):",
+            f"    | {'model':<14}| {'lth+mask':>10} | {'lth dense':>10} | {'lth/hand':>8} | {'mask overhead':>13} "
+            f"| {'vs eager lth dense':>18} |",
+        ]
+        for m, v in compiled.items():
+            ratio, overhead = v["mask_compiled"] / v["hand"], v["dense_compiled"] / v["mask_compiled"] - 1
+            eager_overhead = v["dense"] / v["mask_compiled"] - 1
+            targets[f"{m} (optimizer.compile=true)"] = (ratio, overhead)
+            lines.append(f"    | {m:<14}| {v['mask_compiled']:>10.2f} | {v['dense_compiled']:>10.2f} | {ratio:>7.3f}x "
+                         f"| {overhead * 100:>12.1f}% | {eager_overhead * 100:>17.1f}% |")
     lines += ["", "    the same ratios from CPU time of this process (steps per CPU-second; less sensitive to other load):"]
     for m, v in r["median_steps_per_cpu_s"].items():
         lines.append(f"    {m:<14} lth/hand {v['mask'] / v['hand']:.3f}x, mask overhead {(v['dense'] / v['mask'] - 1) * 100:.1f}%, "
-                     f"torch.prune/hand {v['torch_prune'] / v['hand']:.3f}x")
+                     f"torch.prune/hand {v['torch_prune'] / v['hand']:.3f}x"
+                     + (f"; compiled: lth/hand {v['mask_compiled'] / v['hand']:.3f}x, mask overhead "
+                        f"{(v['dense_compiled'] / v['mask_compiled'] - 1) * 100:.1f}%" if "mask_compiled" in v else ""))
     share = r["eval_s"] / r["train_100_steps_s"]  # of the training time
     round_share = r["eval_s"] / (r["train_100_steps_s"] + r["eval_s"])  # of the round's wall time (the target)
     lines += [

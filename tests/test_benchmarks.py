@@ -10,20 +10,26 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import probes
+from lth.pruning.compiled_optimizer import missing_compiler
 from tests.conftest import REPO
+
+COMPILER = missing_compiler("cpu") is None  # optimizer.compile=true variants need a C++ compiler
 
 
 def test_benchmarks_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--models", "LeNet-300-100", "--threads", "1", "--json", str(out)],
+        [sys.executable, "benchmarks/run.py", "--quick", "--models", "LeNet-300-100", "--threads", "1", "--json", str(out),
+         *(["--compiled"] if COMPILER else [])],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lth/hand" in proc.stdout and "targets:" in proc.stdout
     results = json.loads(out.read_text())
     rates = results["median_steps_per_s"]["LeNet-300-100"]
-    assert set(rates) == {"hand", "mask", "dense", "torch_prune"} and all(v > 0 for v in rates.values())
+    compiled = {"mask_compiled", "dense_compiled"} if COMPILER else set()
+    assert set(rates) == {"hand", "mask", "dense", "torch_prune", *compiled} and all(v > 0 for v in rates.values())
+    assert ("optimizer.compile=true" in proc.stdout) == COMPILER
     assert results["eval_s"] > 0
     assert sorted(results["memory"]["rss_mb"]) == ["0", "1", "2"]
 
@@ -33,6 +39,9 @@ def test_probes_keep_pruned_weights_at_zero_and_time_every_evaluation_method():
         assert probes.masked_lenet_loop(variant, keep=0.1, steps=5, warmup=2) > 0  # asserts pruned weights stayed 0
     for method in ("dense-1000", "csr", "bag", "bag-prepared"):
         assert probes.first_layer_eval(method, density=0.1) > 0
+    if COMPILER:  # verifies that the masked variants kept pruned weights at 0
+        ratios = probes.paired_optimizer_ratios(rounds=2, chunk=2)
+        assert set(ratios) == {"multiply", "compiled_dense", "compiled_mask"} and all(r > 0 for r in ratios.values())
     x, w, b = torch.randn(50, 784), torch.randn(300, 784) * (torch.rand(300, 784) < 0.1), torch.randn(300)
     (out,) = probes.embedding_bag_linear([x.t().contiguous()], w, b)
     torch.testing.assert_close(out, F.linear(x, w, b), rtol=0, atol=1e-4)  # the same layer

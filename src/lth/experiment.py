@@ -175,6 +175,7 @@ class Experiment:
         return OptimizerSettings(
             name=str(o.name), lr=lr, momentum=float(o.get("momentum", 0.0)),
             weight_decay=float(o.get("weight_decay", 0.0)), nesterov=bool(o.get("nesterov", False)),
+            compile=bool(o.get("compile", False)),
         )
 
     def lr_schedule(self) -> LRSchedule:

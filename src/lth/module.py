@@ -12,7 +12,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 
 from lth.lean_trainer import NoProfiler
-from lth.pruning import Mask, MaskEnforcer
+from lth.pruning import CompiledMaskedOptimizer, Mask, MaskEnforcer
 from lth.schedule import LRSchedule
 
 
@@ -26,12 +26,20 @@ class OptimizerSettings:
     momentum: float = 0.0
     weight_decay: float = 0.0
     nesterov: bool = False
+    compile: bool = False  # optimizer.compile: the update and the mask in one compiled function
 
-    def build(self, params) -> torch.optim.Optimizer:
-        """The torch optimizer over the tensors ``params``, with PyTorch's fused implementation (one
-        kernel per tensor for the whole update) on CPU and CUDA, else the multi-tensor ``foreach``
-        one. (torch only refuses an unsupported device at the first step, so it is decided here.)
-        For LeNet on CPU the fused Adam step made training about 1.5x faster (BENCHMARKS.md)."""
+    def build(self, params, masks=(), mask_gradients: bool = False) -> torch.optim.Optimizer:
+        """The optimizer over the tensors ``params``.
+
+        Default: torch's, with PyTorch's fused implementation (one kernel per tensor for the whole
+        update) on CPU and CUDA, else the multi-tensor ``foreach`` one (torch only refuses an
+        unsupported device at the first step, so it is decided here); for LeNet on CPU the fused
+        Adam step made training about 1.5x faster (BENCHMARKS.md). ``masks`` is then ignored: the
+        caller attaches a ``MaskEnforcer``. With ``compile``: a ``CompiledMaskedOptimizer`` that
+        applies ``masks`` (pairs of parameter and 0/1 mask) inside its update."""
+        if self.compile:
+            return CompiledMaskedOptimizer(params, self.name, self.lr, self.momentum, self.weight_decay, self.nesterov,
+                                           masks=masks, mask_gradients=mask_gradients)
         name = self.name.lower()
         if name == "adam":
             cls, kwargs = torch.optim.Adam, dict(lr=self.lr, weight_decay=self.weight_decay)
@@ -126,10 +134,13 @@ class LotteryModule(pl.LightningModule):
             self.enforcer.verify()  # pruned weights are still exactly 0 (one pass, once per round)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_settings.build(self.model.parameters())
-        skip_capture_check(optimizer)
         if self.mask is not None:
-            self.enforcer = MaskEnforcer(self.model, self.mask, self.mask_gradients).attach(optimizer)
+            self.enforcer = MaskEnforcer(self.model, self.mask, self.mask_gradients)
+        masks = zip(self.enforcer.params, self.enforcer.masks) if self.enforcer is not None else ()
+        optimizer = self.optimizer_settings.build(self.model.parameters(), masks, self.mask_gradients)
+        skip_capture_check(optimizer)
+        if self.enforcer is not None and not isinstance(optimizer, CompiledMaskedOptimizer):
+            self.enforcer.attach(optimizer)  # the compiled optimizer applies the mask itself
         start, schedule = self.start_iteration, self.schedule
         if schedule.is_constant(start, self.end_iteration):
             # No scheduler to step 20K times for a constant learning rate (a measurable share of a

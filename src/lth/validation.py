@@ -49,6 +49,17 @@ def _rate(key: str, value, hint: str) -> None:
                           f"pruned per round); {hint}")
 
 
+def _uses_cuda(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def validate_config(cfg: DictConfig, check_model: bool = True) -> None:
     """Raise :class:`ConfigError` for the first wrong setting of ``cfg``."""
     _positive_int("train.iterations", cfg.train.iterations)
@@ -67,6 +78,16 @@ def validate_config(cfg: DictConfig, check_model: bool = True) -> None:
     for key in ("lr_warmup", "mask_gradients"):
         if not isinstance(cfg.get(key, False), bool):
             raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
+    compile_ = cfg.optimizer.get("compile", False)
+    if not isinstance(compile_, bool):
+        raise ConfigError(f"optimizer.compile={compile_!r} must be true or false")
+    if compile_ and not _uses_cuda(cfg):
+        from lth.pruning.compiled_optimizer import missing_compiler
+
+        reason = missing_compiler("cpu")
+        if reason:
+            raise ConfigError(f"optimizer.compile=true needs a C++ compiler for torch.compile on the CPU: {reason}. "
+                              f"Install one (e.g. g++) or set optimizer.compile=false")
     if cfg.strategy not in ("reset", "continue"):
         raise ConfigError(f"strategy={cfg.strategy!r} is not known; choose strategy=reset or strategy=continue")
     for c in cfg.controls:
