@@ -219,3 +219,18 @@ def test_cuda_update_matches_torch_adam_on_the_cpu():
     enforcer.verify()
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p.cpu(), q, rtol=1e-4, atol=1e-5)
+
+
+def test_an_interrupted_compiled_round_resumes_from_its_checkpoint_to_the_same_results(tmp_path):
+    """Lightning's mid-round checkpoint carries the compiled optimizer's state (moments, step counts)."""
+    from tests.test_resume import SMALL, Interrupt, InterruptAt, assert_same_experiment
+
+    overrides = [*SMALL, "optimizer.compile=true"]
+    Experiment(compose_config(overrides), tmp_path / "straight").run()
+    interrupted = Experiment(compose_config(overrides), tmp_path / "resumed")
+    interrupted.extra_callbacks.append(InterruptAt("round_01/ticket", 25))
+    with pytest.raises(Interrupt):
+        interrupted.run()
+    assert (tmp_path / "resumed" / "round_01" / "ticket" / "checkpoints" / "last.ckpt").exists()
+    Experiment(compose_config(overrides), tmp_path / "resumed").run()
+    assert_same_experiment(tmp_path / "straight", tmp_path / "resumed")
