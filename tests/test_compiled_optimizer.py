@@ -162,6 +162,10 @@ def test_step_hooks_and_closure_run():
     loss = opt.step(closure)
     assert seen == ["pre", "post"] and loss.requires_grad
     assert not torch.equal(model.output.weight, before)
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_a_failed_compilation_says_what_to_do(monkeypatch):
@@ -181,12 +185,24 @@ def test_a_failed_compilation_says_what_to_do(monkeypatch):
         train(model, opt, batches)
 
 
-def test_config_checks(monkeypatch):
+def test_config_checks():
     with pytest.raises(ConfigError, match="optimizer.compile='yes' must be true or false"):
         validate_config(compose_config([*FAST, "optimizer.compile=yes"]), check_model=False)
-    monkeypatch.setattr(compiled_optimizer, "missing_compiler", lambda device: "no C++ compiler found")
-    with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler.*optimizer.compile=false"):
-        validate_config(compose_config([*FAST, "optimizer.compile=true"]), check_model=False)
+
+
+def test_without_a_compiler_the_run_stops_before_training_and_says_what_to_do(tmp_path):
+    """The real check, in a process whose C++ compiler (``$CXX``, read by Inductor) does not exist."""
+    from tests.test_validation import finish, lth_run
+
+    run_dir = tmp_path / "exp"
+    code, out, err = finish(lth_run("experiment=quickstart", "optimizer.compile=true", f"hydra.run.dir={run_dir}",
+                                    env={"CXX": str(tmp_path / "no-such-g++")}))
+    assert code == 2, err
+    assert "Traceback" not in out + err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "optimizer.compile=true needs a C++ compiler" in errors[0], err
+    assert "no-such-g++" in errors[0] and errors[0].endswith("or set optimizer.compile=false")
+    assert not (run_dir / "experiment.json").exists()
 
 
 def test_experiment_with_compiled_optimizer_matches_the_default(tmp_path):

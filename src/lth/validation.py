@@ -49,17 +49,6 @@ def _rate(key: str, value, hint: str) -> None:
                           f"pruned per round); {hint}")
 
 
-def _uses_cuda(cfg: DictConfig) -> bool:
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda"):
-        return True
-    if accelerator != "auto":
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def validate_config(cfg: DictConfig, check_model: bool = True) -> None:
     """Raise :class:`ConfigError` for the first wrong setting of ``cfg``."""
     _positive_int("train.iterations", cfg.train.iterations)
@@ -81,10 +70,11 @@ def validate_config(cfg: DictConfig, check_model: bool = True) -> None:
     compile_ = cfg.optimizer.get("compile", False)
     if not isinstance(compile_, bool):
         raise ConfigError(f"optimizer.compile={compile_!r} must be true or false")
-    if compile_ and not _uses_cuda(cfg):
+    if compile_:
+        from lth.experiment import resolve_device
         from lth.pruning.compiled_optimizer import missing_compiler
 
-        reason = missing_compiler("cpu")
+        reason = missing_compiler(resolve_device(cfg.trainer))
         if reason:
             raise ConfigError(f"optimizer.compile=true needs a C++ compiler for torch.compile on the CPU: {reason}. "
                               f"Install one (e.g. g++) or set optimizer.compile=false")
