@@ -16,7 +16,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from benchmarks.run import Data, make_model, sparse_mask, timed_loop
+from benchmarks.run import Data, hand_step, make_model, permuted_batches, sparse_mask, timed_loop
 from lth.module import OptimizerSettings, skip_capture_check
 from lth.pruning import MaskEnforcer
 
@@ -92,20 +92,13 @@ class Chunked:
             enforcer.attach(self.opt)
         skip_capture_check(self.opt)
         self.enforcer = enforcer if masked else None
-        self.data = Data("LeNet-300-100", torch.device("cpu"))
-        self.gen = torch.Generator().manual_seed(0)
-        self.i = 0
+        self.batches = permuted_batches(Data("LeNet-300-100", torch.device("cpu")), torch.device("cpu"))
 
     def run_chunk(self, steps: int) -> float:
-        """Seconds for ``steps`` steps."""
-        d = self.data
+        """Seconds for ``steps`` of the suite's hand-loop steps."""
         t0 = time.perf_counter()
         for _ in range(steps):
-            idx = torch.randint(0, len(d.y), (d.batch,), generator=self.gen)
-            loss = F.cross_entropy(self.model(d.x[idx]), d.y[idx])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            hand_step(self.model, self.opt, *next(self.batches))
         return time.perf_counter() - t0
 
 

@@ -130,27 +130,36 @@ def hand_loop(name: str, data: Data, device, steps: int, warmup: int) -> tuple[f
     return timed_loop(model, opt, data, device, steps, warmup)
 
 
+def permuted_batches(data: Data, device):
+    """Endless batches gathered from an on-device permutation, a fresh one every epoch."""
+    b, n = data.batch, len(data.y)
+    gen = torch.Generator(device=device).manual_seed(0)
+    while True:
+        perm = torch.randperm(n, generator=gen, device=device)
+        for i in range(n // b):
+            idx = perm[i * b : (i + 1) * b]
+            yield data.x[idx], data.y[idx]
+
+
+def hand_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One plain PyTorch training step."""
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def timed_loop(model: nn.Module, opt: torch.optim.Optimizer, data: Data, device, steps: int,
                warmup: int) -> tuple[float, float]:
-    """``steps`` plain PyTorch steps on batches gathered from an on-device permutation; returns
-    (steps per wall-clock second, per CPU second) over the steps after ``warmup``."""
-    b, n = data.batch, len(data.y)
-    spe = n // b
-    gen = torch.Generator(device=device).manual_seed(0)
-    perm = torch.randperm(n, generator=gen, device=device)
+    """``steps`` plain PyTorch steps on ``permuted_batches``; returns (steps per wall-clock second,
+    per CPU second) over the steps after ``warmup``."""
+    batches = permuted_batches(data, device)
     t0 = c0 = 0.0
     for i in range(steps):
         if i == warmup:
             sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
-        if i % spe == 0 and i:
-            perm = torch.randperm(n, generator=gen, device=device)
-        idx = perm[(i % spe) * b : (i % spe + 1) * b]
-        x, y = data.x[idx], data.y[idx]
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        hand_step(model, opt, *next(batches))
     sync(device)
     return (steps - warmup) / (time.perf_counter() - t0), (steps - warmup) / (time.process_time() - c0)
 
