@@ -16,6 +16,7 @@ continues an interrupted experiment.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import logging
 import os
 import sys
@@ -30,8 +31,23 @@ from lth.naming import register_resolvers
 register_resolvers()
 log = logging.getLogger("lth")
 
-# The configs live in the repository's top-level conf/ (the package is installed editable).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _config_dir() -> str:
+    """The folder of config.yaml: the package ``lth.conf``, which is the repository's top-level
+    conf/ shipped inside the package (setup.py); in a checkout whose editable install predates
+    that mapping, the repository's conf/ beside src/."""
+    try:
+        spec = importlib.util.find_spec("lth.conf")
+    except ImportError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            if (Path(folder) / "config.yaml").is_file():
+                return str(Path(folder).resolve())
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+CONFIG_DIR = _config_dir()
 
 USAGE_ERROR = 2
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EFBIG}
