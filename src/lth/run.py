@@ -104,6 +104,9 @@ def hydra_main(cfg: DictConfig) -> None:
             raise
         _fail(str(exc))
 
+    from lth.quiet import quiet
+
+    quiet(wandb=(cfg.get("logger") or {}).get("name") == "wandb")  # library chatter off (lth/quiet.py)
     from lth.experiment import Experiment
 
     user_errors = _user_error_types()

@@ -1,0 +1,118 @@
+"""Quiet at the terminal: lth's own lines and real problems only.
+
+Each library message a default run printed is silenced here, one targeted filter per
+message (its text and where it comes from), never a blanket filter, so any other warning
+still reaches the researcher. ``quiet()`` is called once at start-up by ``lth.run`` (and is
+safe to call again: every DDP rank and multirun job does); tests call it too.
+
+What was silenced and why (Lightning 2.6, W&B 0.31, torch 2.14):
+
+- ``wandb: WARNING The anonymous setting has no effect ...``: Lightning's ``WandbLogger``
+  always passes ``anonymous=None`` to ``wandb.init``, which W&B's settings validator reports
+  before any run setting applies. W&B's own ``silent`` setting (the one lth's tracker already
+  gives its run) is set for the process with ``wandb.setup`` before the run starts.
+- Lightning's ``💡 Tip: ... litlogger`` / ``litmodels`` advertisement (an INFO record of
+  ``pytorch_lightning.utilities.rank_zero``, once per Trainer, i.e. every round).
+- ``isinstance(treespec, LeafSpec) is deprecated`` (FutureWarning from torch, raised inside
+  ``pytorch_lightning.utilities._pytree``): Lightning's code, nothing a user can change.
+- ``Using ModelCheckpoint with manual optimization and every_n_train_steps ...`` (15 lines
+  with example code): lth checkpoints the state *after* the optimizer step on purpose, the
+  state a resumed round continues from.
+- ``The number of training batches (N) is smaller than the logging interval``: Lightning
+  counts lth's groups of steps (``trainer.steps_per_call``) as batches; lth logs its own
+  evaluation curve at ``eval_every`` and does not use Lightning's epoch logging.
+- ``Trainer.fit stopped: max_steps=N reached``: every round ends that way by design.
+
+Lightning's device lines are kept where they tell something: ``GPU available: ..., used: ...``
+(a GPU present but unused is worth seeing) and, on CUDA, ``LOCAL_RANK: r -
+CUDA_VISIBLE_DEVICES: [...]`` are shown once per process instead of once per round;
+``TPU available: False, using: 0 TPU cores`` is dropped (shown when a TPU is present).
+Lightning's real warnings (a GPU available but not used, Tensor Cores precision, ...) pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+# (message regex, category, module regex): Python's warning filters match the message from its
+# start (case-insensitively) and the module of the line that raised it from its start.
+_LIGHTNING = r"(pytorch_lightning|lightning\.pytorch)\."
+WARNING_FILTERS: tuple[tuple[str, type[Warning], str], ...] = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, _LIGHTNING + r"utilities\._pytree"),
+    (r"Using ModelCheckpoint with manual optimization and every_n_train_steps", UserWarning,
+     _LIGHTNING + r"callbacks\.model_checkpoint"),
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", UserWarning,
+     _LIGHTNING + r"loops\.fit_loop"),
+)
+
+# Lightning's INFO records: logger -> (regex, what to do): "drop" always, "once" per process.
+LOG_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "utilities.rank_zero": (
+        (r"💡 Tip: For seamless cloud", "drop"),
+        (r"`Trainer\.fit` stopped: `max_steps=\d+` reached", "drop"),
+        (r"TPU available: False", "drop"),
+        (r"GPU available: ", "once"),
+    ),
+    "accelerators.cuda": ((r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: ", "once"),),
+}
+_LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning.pytorch")
+
+
+class LibraryMessageFilter(logging.Filter):
+    """Drops the listed records of one library logger; lets ``once`` records through once."""
+
+    def __init__(self, rules: tuple[tuple[str, str], ...]):
+        super().__init__()
+        self.rules = [(re.compile(pattern), action) for pattern, action in rules]
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is not ours to judge
+            return True
+        for pattern, action in self.rules:
+            if pattern.match(message):
+                if action == "drop":
+                    return False
+                if pattern.pattern in self.seen:
+                    return False
+                self.seen.add(pattern.pattern)
+                return True
+        return True
+
+
+def quiet_warnings() -> None:
+    """Install the targeted warning filters (idempotent: Python de-duplicates equal filters)."""
+    for message, category, module in WARNING_FILTERS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def quiet_lightning_logs() -> None:
+    """Attach the record filters to Lightning's loggers (once per logger)."""
+    for package in _LIGHTNING_PACKAGES:
+        for name, rules in LOG_RULES.items():
+            logger = logging.getLogger(f"{package}.{name}")
+            if not any(isinstance(f, LibraryMessageFilter) for f in logger.filters):
+                logger.addFilter(LibraryMessageFilter(rules))
+
+
+def quiet_wandb() -> None:
+    """W&B's own ``silent`` setting for the process, set before any run starts (lth reports W&B
+    problems itself and prints the ``wandb sync`` command of an offline run)."""
+    try:
+        import wandb
+
+        wandb.setup(settings=wandb.Settings(silent=True))
+    except Exception as exc:  # W&B never stops an experiment (see lth.tracking)
+        logging.getLogger("lth").debug("wandb.setup failed: %s", exc)
+
+
+def quiet(wandb: bool = False) -> None:
+    """Everything above; ``wandb=True`` when the run logs to W&B (importing it costs ~0.5 s)."""
+    quiet_warnings()
+    quiet_lightning_logs()
+    if wandb:
+        quiet_wandb()
