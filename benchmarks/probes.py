@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.run import Data, hand_step, make_model, permuted_batches, sparse_mask, timed_loop
-from lth.module import OptimizerSettings, skip_capture_check
+from lth.training.module import OptimizerSettings, skip_capture_check
 from lth.pruning import MaskEnforcer
 
 

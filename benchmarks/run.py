@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth.evaluation import PeriodicEvaluation, evaluate
+from lth.training.evaluation import PeriodicEvaluation, evaluate
 from lth.models import ConvNet, LeNet, ResNet
-from lth.module import LotteryModule, OptimizerSettings, skip_capture_check
+from lth.training.module import LotteryModule, OptimizerSettings, skip_capture_check
 from lth.pruning import Mask, prunable_tensors
-from lth.schedule import LRSchedule
+from lth.training.schedule import LRSchedule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lth.naming import register_resolvers
+    from lth.identity import register_resolvers
     from lth.run import CONFIG_DIR
 
     register_resolvers()
@@ -188,15 +188,15 @@ class StepTimer(pl.Callback):
 
 def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: str, tmp: Path,
              progress_bar: bool = False, batch: int | None = None) -> tuple[float, float]:
-    """lth's training step: LotteryModule through the real Trainer from ``Experiment.make_trainer``,
+    """lth's training step: LotteryModule through the real Trainer from ``RoundTrainer.make_trainer``,
     with the callbacks of a round (periodic evaluation and checkpointing, neither due in the timed
     window), fed by a BatchStream. ``variant``: mask (MaskEnforcer, ~10% remaining), dense (no
     mask), torch_prune (no MaskEnforcer; torch.nn.utils.prune reparametrisation instead);
     mask_compiled and dense_compiled: mask and dense with ``optimizer.compile=true``."""
-    from lth.lean_trainer import RoundCheckpoint
+    from lth.training.lean_trainer import RoundCheckpoint
 
     from lth.data.stream import BatchStream
-    from lth.experiment import Experiment, steps_per_call
+    from lth.training.round import RoundTrainer, steps_per_call
 
     model = make_model(name).to(device)
     mask = sparse_mask(model)
@@ -218,13 +218,12 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
     module = LotteryModule(model, enforced, settings, LRSchedule(), 0, steps)
     cfg = compose(["logger=none", f"trainer={trainer_name(device)}",
                    f"trainer.enable_progress_bar={str(progress_bar).lower()}", "eval_every=100000"])
-    exp = Experiment(cfg, tmp / "exp")
     timer = StepTimer(warmup, steps, device)
     evaluation = PeriodicEvaluation({"val": (data.x[:10], data.y[:10]), "test": (data.x[:10], data.y[:10])},
                                     every=10**9, end_iteration=10**9, batch_size=1000)
     callbacks = [evaluation, RoundCheckpoint(dirpath=str(tmp / "ckpt"), filename="last", every_n_train_steps=10**9,
                                              save_top_k=-1, save_last=False, enable_version_counter=False), timer]
-    trainer = exp.make_trainer(tmp / "branch", steps, callbacks)
+    trainer = RoundTrainer(cfg, None).make_trainer(tmp / "branch", steps, callbacks)
     # group size as a round would choose it, with group boundaries at the warm-up and the end
     group = steps_per_call(int(cfg.trainer.steps_per_call), warmup, steps)
     stream = BatchStream(data.x, data.y, data.batch, 0, steps, position=lambda: module.iteration, length=steps,
@@ -262,13 +261,13 @@ def eval_time(device, batch_size: int, reps: int) -> float:
 
 
 def memory_probe(rounds: int, iterations: int, device: torch.device, quick: bool = False) -> dict:
-    from lth.experiment import Experiment
+    from lth.lottery import Lottery
 
     samples: dict[int, float] = {}
 
-    class Probe(Experiment):
-        def train(self, level, branch, *args, **kwargs):
-            out = super().train(level, branch, *args, **kwargs)
+    class Probe(Lottery):
+        def train(self, branch, level):
+            out = super().train(branch, level)
             samples[level] = rss_mb()[0]
             return out
 

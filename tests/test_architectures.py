@@ -9,7 +9,7 @@ from torch import nn
 
 from lth.data import CIFAR10DataModule
 from lth.data.augment import random_crop_flip
-from lth.experiment import Experiment
+from lth.lottery import Lottery
 from lth.models import VGG, ConvNet, ResNet
 from lth.pruning import Mask, prunable_tensors
 from lth.pruning.prunable import is_exempt
@@ -156,7 +156,7 @@ def run_experiment(tmp_path, data_dir, name, extra=()):
     # 2 iterations per round, evaluated at both; tiny batches because CPU convolutions are slow
     cfg = compose_config([f"model={name}", *FAST, f"data.root={data_dir}", "train.iterations=2", "eval_every=1",
                           "prune.rounds=1", "eval_batch_size=16", "train.batch_size=4", *extra])
-    exp = Experiment(cfg, tmp_path / name)
+    exp = Lottery(cfg, tmp_path / name)
     rows = exp.run()
     return exp, rows
 

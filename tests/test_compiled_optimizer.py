@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lth.experiment import Experiment
+from lth.lottery import Lottery
 from lth.models import LeNet
-from lth.module import OptimizerSettings
+from lth.training.module import OptimizerSettings
 from lth.pruning import Mask, MaskEnforcer, prune_layerwise
 from lth.pruning import compiled_optimizer
 from lth.pruning.compiled_optimizer import CompiledMaskedOptimizer, missing_compiler
@@ -210,8 +210,8 @@ def test_experiment_with_compiled_optimizer_matches_the_default(tmp_path):
     round-end check finds every pruned weight at 0, and results equal the default's up to rounding."""
     common = ["experiment=quickstart", *FAST, "prune.rounds=1", "train.iterations=150", "eval_every=50",
               "controls=[reinit]"]
-    rows = Experiment(compose_config([*common, "optimizer.compile=true"]), tmp_path / "compiled").run()
-    reference = Experiment(compose_config(common), tmp_path / "default").run()
+    rows = Lottery(compose_config([*common, "optimizer.compile=true"]), tmp_path / "compiled").run()
+    reference = Lottery(compose_config(common), tmp_path / "default").run()
     assert [(r["round"], r["branch"]) for r in rows] == [(r["round"], r["branch"]) for r in reference]
     for r, ref in zip(rows, reference):
         assert r["weights_remaining"] == ref["weights_remaining"]
@@ -242,11 +242,11 @@ def test_an_interrupted_compiled_round_resumes_from_its_checkpoint_to_the_same_r
     from tests.test_resume import SMALL, Interrupt, InterruptAt, assert_same_experiment
 
     overrides = [*SMALL, "optimizer.compile=true"]
-    Experiment(compose_config(overrides), tmp_path / "straight").run()
-    interrupted = Experiment(compose_config(overrides), tmp_path / "resumed")
+    Lottery(compose_config(overrides), tmp_path / "straight").run()
+    interrupted = Lottery(compose_config(overrides), tmp_path / "resumed")
     interrupted.extra_callbacks.append(InterruptAt("round_01/ticket", 25))
     with pytest.raises(Interrupt):
         interrupted.run()
     assert (tmp_path / "resumed" / "round_01" / "ticket" / "checkpoints" / "last.ckpt").exists()
-    Experiment(compose_config(overrides), tmp_path / "resumed").run()
+    Lottery(compose_config(overrides), tmp_path / "resumed").run()
     assert_same_experiment(tmp_path / "straight", tmp_path / "resumed")

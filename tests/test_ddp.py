@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lth.experiment import Experiment
+from lth.lottery import Lottery
 from tests.conftest import FAST, compose_config
 
 OVERRIDES = ["experiment=quickstart", "train.iterations=20", "eval_every=10", "prune.rounds=2",
@@ -43,7 +43,7 @@ def test_ddp_two_cpu_processes_identical_masks(tmp_path):
     # The same experiment in one process: the global batch is split across ranks and the
     # gradients are all-reduced at every optimizer step (also within a group of steps per
     # Lightning batch), so the numbers agree up to float rounding of the all-reduce.
-    single = Experiment(compose_config([*OVERRIDES, *FAST]), tmp_path / "single").run()
+    single = Lottery(compose_config([*OVERRIDES, *FAST]), tmp_path / "single").run()
     for a, b in zip(ddp_rows, single):
         assert float(a["weights_remaining"]) == pytest.approx(b["weights_remaining"])
         assert float(a["min_val_loss"]) == pytest.approx(b["min_val_loss"], rel=1e-4)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lth.evaluation import DivergedError, early_stopping_index, summarize
+from lth.training.evaluation import DivergedError, early_stopping_index, summarize
 
 
 def curve(val_losses):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lth.data import MNISTDataModule
-from lth.experiment import Experiment
+from lth.lottery import Lottery
 from lth.models import LeNet
 from tests.conftest import FAST, compose_config
 
@@ -42,7 +42,7 @@ def test_lenet_reaches_96_percent_in_2000_iterations_at_paper_settings(tmp_path,
     """The dense round at the paper's settings (Adam 1.2e-3, batch 60), shortened to 2K iterations."""
     cfg = compose_config(["model=lenet300_100", *FAST, f"data.root={data_dir}", "train.iterations=2000",
                           "prune.rounds=1", "eval_every=500"])
-    exp = Experiment(cfg, tmp_path / "exp")
+    exp = Lottery(cfg, tmp_path / "exp")
     exp.rounds = 0  # the dense round only
     rows = exp.run()
     assert rows[0]["final_test_acc"] >= 0.96, rows[0]

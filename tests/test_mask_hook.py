@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lth.models import LeNet
-from lth.module import OptimizerSettings
+from lth.training.module import OptimizerSettings
 from lth.pruning import Mask, MaskEnforcer, prune_layerwise
 
 OPTIMIZERS = [

@@ -6,9 +6,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lth.experiment import Experiment
+from lth.lottery import Lottery
 from lth.pruning import Mask
-from lth.schedule import LRSchedule
+from lth.training.schedule import LRSchedule
 from lth.storage import load_tensors
 from tests.conftest import FAST, compose_config
 
@@ -35,7 +35,7 @@ class RecordStart(pl.Callback):
 
 def run(tmp_path, overrides, record=None):
     cfg = compose_config([*SMALL, *overrides])
-    exp = Experiment(cfg, tmp_path / "exp")
+    exp = Lottery(cfg, tmp_path / "exp")
     if record is not None:
         exp.extra_callbacks.append(record)
     return exp, exp.run()
@@ -85,7 +85,7 @@ def test_rewinding_restores_weights_lr_and_data_position_of_iteration_k(tmp_path
         assert torch.equal(start["batch"][0], x) and torch.equal(start["batch"][1], y)
     # rounds after the dense one evaluate at absolute iterations from K on
     curve = read_csv(exp.dir / "round_01" / "ticket" / "curve.csv")
-    assert [int(float(p["iteration"])) for p in curve] == [20, 30, 40]
+    assert [int(float(p["iteration"])) for p in curve] == [15, 20, 30, 40]  # the start point K is evaluated too
     assert float(curve[-1]["lr"]) == pytest.approx(peak * 0.1)  # after the milestone at 35
 
 
@@ -98,8 +98,8 @@ def test_warmup_lr_values_at_chosen_iterations():
 def test_warmup_in_a_run_logs_the_ramp(tmp_path):
     exp, _ = run(tmp_path, ["lr_warmup=true", "warmup.iterations=40", "warmup.lr=0.01", "prune.rounds=1"])
     curve = read_csv(exp.dir / "round_00" / "ticket" / "curve.csv")
-    # lr recorded after the step at iteration i is the LR for the next step: factor((i)/40)
-    assert [float(p["lr"]) for p in curve] == pytest.approx([0.01 * i / 40 for i in (10, 20, 30)] + [0.01])
+    # lr recorded after the step at iteration i is the LR for the next step: factor((i)/40); 0 at the start
+    assert [float(p["lr"]) for p in curve] == pytest.approx([0.01 * i / 40 for i in (0, 10, 20, 30)] + [0.01])
 
 
 def test_controls_train_at_every_level_with_ticket_counts(tmp_path):
@@ -109,7 +109,7 @@ def test_controls_train_at_every_level_with_ticket_counts(tmp_path):
                         (2, "ticket"), (2, "reinit"), (2, "random_prune")]
     for level in (1, 2):
         ticket = Mask.load(exp.dir / f"round_{level:02d}" / "mask.pt")
-        rnd = Mask.load(exp.dir / f"round_{level:02d}" / "random_prune_mask.pt")
+        rnd = Mask.load(exp.dir / f"round_{level:02d}" / "random_prune" / "mask.pt")
         assert rnd.remaining() == ticket.remaining()
         assert any(not torch.equal(rnd[n], ticket[n]) for n in ticket if not ticket[n].all())
     table = read_csv(exp.dir / "results.csv")
@@ -140,11 +140,6 @@ def test_continue_strategy_prunes_from_continued_training(tmp_path):
     assert [(r["round"], r["branch"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (1, "continued"),
                                                          (2, "ticket"), (2, "continued")]
     assert (exp.dir / "round_01" / "continued" / "final.pt").exists()
-
-
-def test_oneshot_prunes_each_level_from_the_dense_weights(tmp_path):
-    exp, rows = run(tmp_path, ["prune.schedule=oneshot", "prune=global", "prune.rate=0.5"])
-    assert [round(r["weights_remaining"], 1) for r in rows] == [100.0, 50.0, 25.0]
 
 
 def test_global_pruning_in_an_experiment_spares_exempt_output(tmp_path):
@@ -218,14 +213,14 @@ def test_results_are_identical_for_any_steps_per_call_gradient_masking_and_backw
     (20, (0, 37, 10, 1000, 0), 1),        # 37 iterations: no common group
 ])
 def test_steps_per_call_lands_on_every_event(limit, iterations, expected):
-    from lth.experiment import steps_per_call
+    from lth.training.round import steps_per_call
 
     assert steps_per_call(limit, *iterations) == expected
 
 
 def test_constant_schedule_sets_the_lr_of_the_start_iteration_without_a_scheduler():
     from lth.models import LeNet
-    from lth.module import LotteryModule, OptimizerSettings
+    from lth.training.module import LotteryModule, OptimizerSettings
 
     s = LRSchedule(warmup_iterations=0, milestones=(30,), gamma=0.1)
     assert s.is_constant(0, 30) and s.is_constant(30, 100) and not s.is_constant(0, 31)
@@ -240,7 +235,7 @@ def test_constant_schedule_sets_the_lr_of_the_start_iteration_without_a_schedule
 def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_path, caplog):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from lth.lean_trainer import RoundCheckpoint
+    from lth.training.lean_trainer import RoundCheckpoint
 
     ckpt = RoundCheckpoint(dirpath=str(tmp_path), filename="last", every_n_train_steps=10)
     assert ckpt.state_key == ModelCheckpoint.state_key.fget(ckpt) and "every_n_train_steps': 10" in ckpt.state_key
@@ -260,10 +255,10 @@ def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_pat
     ({"callbacks": [CountBackwards()]}, False),       # a callback with a backward hook
 ])
 def test_direct_backward_only_when_lightnings_would_do_nothing_else(trainer_kwargs, plain):
-    from lth.lean_trainer import NoProfiler
+    from lth.training.lean_trainer import NoProfiler
     from lth.models import LeNet
-    from lth.module import LotteryModule, OptimizerSettings, backward_hooks_are_no_ops
-    from lth.schedule import LRSchedule
+    from lth.training.module import LotteryModule, OptimizerSettings, backward_hooks_are_no_ops
+    from lth.training.schedule import LRSchedule
 
     kwargs = {"profiler": NoProfiler(), **trainer_kwargs}
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs)

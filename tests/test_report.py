@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lth.experiment import Experiment
+from lth.lottery import Lottery
 from lth.report import find_experiments, group_settings, main, pick_levels, report
 from tests.conftest import FAST, compose_config
 
@@ -19,7 +19,7 @@ def seed_runs(tmp_path_factory) -> Path:
     """Two seeds of one setting plus one other setting (prune=global), as a sweep would leave them."""
     root = tmp_path_factory.mktemp("sweep")
     for name, extra in (("seed0", ["seed=0"]), ("seed1", ["seed=1"]), ("global", ["seed=0", "prune=global"])):
-        Experiment(compose_config([*TINY, *extra]), root / name).run()
+        Lottery(compose_config([*TINY, *extra]), root / name).run()
     return root
 
 

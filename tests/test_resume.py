@@ -14,8 +14,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lth.experiment import Experiment, ExperimentError
-from lth.module import LotteryModule
+from lth.lottery import ExperimentError, Lottery
+from lth.training.module import LotteryModule
 from lth.pruning import Mask
 from tests.conftest import FAST, REPO, compose_config
 
@@ -63,12 +63,12 @@ def assert_same_experiment(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("reference") / "exp"
-    Experiment(compose_config(SMALL), folder).run()
+    Lottery(compose_config(SMALL), folder).run()
     return folder
 
 
 def interrupted_then_resumed(folder: Path, branch_dir: str, at: int, between=None) -> list[dict]:
-    exp = Experiment(compose_config(SMALL), folder)
+    exp = Lottery(compose_config(SMALL), folder)
     exp.extra_callbacks.append(InterruptAt(branch_dir, at))
     with pytest.raises(Interrupt):
         exp.run()
@@ -76,7 +76,7 @@ def interrupted_then_resumed(folder: Path, branch_dir: str, at: int, between=Non
     assert not (folder / branch_dir / "row.json").exists()
     if between is not None:
         between(folder)
-    return Experiment(compose_config(SMALL), folder).run()
+    return Lottery(compose_config(SMALL), folder).run()
 
 
 def test_interrupted_round_continues_from_its_checkpoint_and_matches(tmp_path, reference):
@@ -87,11 +87,11 @@ def test_interrupted_round_continues_from_its_checkpoint_and_matches(tmp_path, r
             resumed_from.append((trainer.default_root_dir, pl_module.global_step))
 
     folder = tmp_path / "exp"
-    exp = Experiment(compose_config(SMALL), folder)
+    exp = Lottery(compose_config(SMALL), folder)
     exp.extra_callbacks.append(InterruptAt("round_01/ticket", 25))
     with pytest.raises(Interrupt):
         exp.run()
-    again = Experiment(compose_config(SMALL), folder)
+    again = Lottery(compose_config(SMALL), folder)
     again.extra_callbacks.append(RecordStart())
     again.run()
     # finished rounds are skipped; round 1's ticket continues from its checkpoint at iteration 20
@@ -125,12 +125,12 @@ def test_nan_loss_stops_the_round_and_is_recorded_as_diverged(tmp_path, monkeypa
     monkeypatch.setattr(LotteryModule, "training_step", nan_after_pruning)
     folder = tmp_path / "exp"
     with pytest.raises(ExperimentError, match="round 1 diverged.*lower optimizer.lr"):
-        Experiment(compose_config(SMALL), folder).run()
+        Lottery(compose_config(SMALL), folder).run()
     rows = read_csv(folder / "results.csv")
     assert [(r["round"], r["branch"], r["diverged"]) for r in rows] == [("0", "ticket", "False"), ("1", "ticket", "True")]
     assert "training loss became nan at iteration 20" in rows[1]["diverged_reason"]
     curve = read_csv(folder / "round_01" / "ticket" / "curve.csv")
-    assert [int(p["iteration"]) for p in curve] == [10]  # stopped at the first evaluation after the NaN
+    assert [int(p["iteration"]) for p in curve] == [0, 10]  # stopped at the first evaluation after the NaN
 
 
 # ------------------------------------------------------------------ killed processes
@@ -190,7 +190,8 @@ def test_sigkilled_experiments_resume_to_the_same_results(tmp_path):
             kill_when(procs[name], lambda: ready(tmp_path / name))
         else:
             assert procs[name].wait(timeout=400) == -signal.SIGKILL
-        assert not (tmp_path / name / "results.csv").exists() or name == "between_rounds"
+        rows = read_csv(tmp_path / name / "results.csv") if (tmp_path / name / "results.csv").exists() else []
+        assert all(r["round"] == "0" for r in rows) or name == "between_rounds"  # round 1 unfinished
     assert list((tmp_path / "while_saving").rglob(".last.ckpt.*.tmp")), "not killed while saving"
     for name in runs:  # the same command again
         procs[name] = start(tmp_path / name)
@@ -216,10 +217,10 @@ def test_disk_full_while_saving_keeps_previous_state_and_rerun_finishes(tmp_path
 
     monkeypatch.setattr(storage.os, "replace", full)
     with pytest.raises(OSError, match="No space left"):
-        Experiment(compose_config(SMALL), folder).run()
+        Lottery(compose_config(SMALL), folder).run()
     monkeypatch.setattr(storage.os, "replace", real_replace)
     round0 = (folder / "round_00/ticket/row.json").read_bytes()
     assert not (folder / "round_01/ticket/row.json").exists() and not list(folder.rglob(".*.tmp"))
-    Experiment(compose_config(SMALL), folder).run()
+    Lottery(compose_config(SMALL), folder).run()
     assert (folder / "round_00/ticket/row.json").read_bytes() == round0
     assert_same_experiment(reference, folder)

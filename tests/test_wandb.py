@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lth.experiment import Experiment
+from lth.lottery import Lottery
 from tests.conftest import compose_config
 from tests.wandb_records import history, run_record, wait_for_exit
 
@@ -24,7 +24,7 @@ def _results(folder: Path) -> list[dict]:
 def test_offline_run_holds_levels_curves_and_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_config([*TINY, "logger=wandb", "logger.mode=offline"])
-    exp = Experiment(cfg, tmp_path / "exp")
+    exp = Lottery(cfg, tmp_path / "exp")
     rows = exp.run()
     import wandb
 
@@ -73,7 +73,7 @@ def test_wandb_init_failure_still_writes_all_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", boom)
     cfg = compose_config([*TINY, "logger=wandb", "logger.mode=online"])
-    rows = Experiment(cfg, tmp_path / "exp").run()
+    rows = Lottery(cfg, tmp_path / "exp").run()
     assert len(rows) == 3
     out = tmp_path / "exp"
     assert len(_results(out)) == 3
@@ -100,7 +100,7 @@ def test_wandb_logger_failure_midway_still_writes_all_results(tmp_path, monkeypa
 
     monkeypatch.setattr(tracking.Tracker, "_log", flaky)
     cfg = compose_config([*TINY, "logger=wandb", "logger.mode=offline"])
-    rows = Experiment(cfg, tmp_path / "exp").run()
+    rows = Lottery(cfg, tmp_path / "exp").run()
     assert len(rows) == 3 and len(_results(tmp_path / "exp")) == 3
     import wandb
 

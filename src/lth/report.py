@@ -34,10 +34,6 @@ from typing import Any
 log = logging.getLogger("lth")
 
 METRICS = ("test_acc_at_es", "es_iteration", "final_test_acc", "min_val_loss", "val_acc_at_es")
-# Keys of the saved config that do not define a setting (seed makes trials of one setting).
-IGNORED_KEYS = ("seed", "logger", "data.root", "data.download", "trainer", "checkpoint_every",
-                "eval_batch_size", "hydra")
-BRANCH_ORDER = {"ticket": 0, "continued": 1, "reinit": 2, "random_prune": 3}
 
 
 # ---------------------------------------------------------------------- loading
@@ -118,8 +114,11 @@ def _flatten(d: Any, prefix: str = "") -> dict:
 
 
 def setting_config(config: dict) -> dict:
-    flat = _flatten(config)
-    return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in IGNORED_KEYS)}
+    """The saved configuration as the setting it belongs to: ``lth.identity``'s definition of the
+    experiment (the same one that names its folder and its W&B group), without the seed."""
+    from lth.identity import identity_config
+
+    return {k: v for k, v in _flatten(identity_config(config)).items() if k != "seed"}
 
 
 def group_settings(experiments: list[ExperimentRecord]) -> list[Setting]:
@@ -167,7 +166,9 @@ def aggregate(setting: Setting) -> list[dict]:
                 agg[f"{m}_min"] = min(vals)
                 agg[f"{m}_max"] = max(vals)
         out.append(agg)
-    return sorted(out, key=lambda r: (r["round"], BRANCH_ORDER.get(r["branch"], 9), r["branch"]))
+    from lth.lottery.branches import order
+
+    return sorted(out, key=lambda r: (r["round"], order(r["branch"]), r["branch"]))
 
 
 def mean_curve(paths: list[Path], key: str = "test_acc") -> list[dict]:
@@ -316,7 +317,7 @@ class SweepCallback(_HydraCallback):
         self.levels = list(levels) if levels else None
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from lth.naming import SWEEP_ENV, sweep_name
+        from lth.identity import SWEEP_ENV, sweep_name
 
         os.environ.pop(SWEEP_ENV, None)
         try:
@@ -331,7 +332,7 @@ class SweepCallback(_HydraCallback):
         _quiet_finish()
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from lth.naming import SWEEP_ENV
+        from lth.identity import SWEEP_ENV
 
         try:
             if self.report:

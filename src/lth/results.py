@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lth.storage import atomic_write_csv, atomic_write_json
+from lth.storage import CorruptFileError, atomic_write_csv, atomic_write_json, read_json
 
 # The contract columns first (DESIGN.md section 4), then the rest.
 COLUMNS = [
@@ -22,11 +22,13 @@ COLUMNS = [
     "diverged",
     "diverged_reason",
 ]
-BRANCH_ORDER = {"ticket": 0, "continued": 1, "reinit": 2, "random_prune": 3}
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
-    return sorted(rows, key=lambda r: (r["round"], BRANCH_ORDER.get(r["branch"], 9), r["branch"]))
+    """By level, then in the branch registry's order."""
+    from lth.lottery.branches import order
+
+    return sorted(rows, key=lambda r: (r["round"], order(r["branch"]), r["branch"]))
 
 
 def write_results(rows: list[dict], out_dir: Path) -> None:
@@ -56,3 +58,22 @@ def format_table(rows: list[dict]) -> str:
             f"{_fmt(r['test_acc_at_es'], '8.4f')} {_fmt(r['final_test_acc'], '10.4f')} {_fmt(r['min_val_loss'], '12.4f')}{flag}"
         )
     return "\n".join(lines)
+
+
+ROW_KEYS = {"round": int, "branch": str, "weights_remaining": (int, float), "diverged": bool}
+
+
+def read_row(path: Path) -> dict:
+    """A branch's ``row.json``, checked: a damaged one raises CorruptFileError saying what to do."""
+    fix = (f"delete {Path(path).parent} and re-run the same command to retrain that network "
+           f"(nothing else is lost)")
+    try:
+        row = read_json(path)
+    except (CorruptFileError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(row, dict):
+        raise CorruptFileError(f"{path} holds {type(row).__name__}, not a result row; {fix}")
+    for key, kind in ROW_KEYS.items():
+        if not isinstance(row.get(key), kind) or (kind is int and isinstance(row.get(key), bool)):
+            raise CorruptFileError(f"{path} has no valid {key!r} entry; {fix}")
+    return row

@@ -26,7 +26,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lth.naming import register_resolvers
+from lth.identity import register_resolvers
 
 register_resolvers()
 log = logging.getLogger("lth")
@@ -65,7 +65,7 @@ def remove_stale_temporaries(folder: Path) -> None:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from lth.data.torchvision_files import DatasetNotFoundError
-    from lth.experiment import ExperimentError
+    from lth.lottery import ExperimentError
     from lth.storage import CorruptFileError
     from lth.validation import ConfigError
 
@@ -107,7 +107,7 @@ def hydra_main(cfg: DictConfig) -> None:
     from lth.quiet import quiet
 
     quiet(wandb=(cfg.get("logger") or {}).get("name") == "wandb")  # library chatter off (lth/quiet.py)
-    from lth.experiment import Experiment
+    from lth.lottery import Lottery
 
     user_errors = _user_error_types()
     try:
@@ -115,7 +115,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
         if is_writer():  # only the process that writes files may clear their leftovers
             remove_stale_temporaries(out_dir)
-        experiment = Experiment(cfg, out_dir)
+        experiment = Lottery(cfg, out_dir)
         experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
         experiment.run()
     except user_errors as exc:

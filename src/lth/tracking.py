@@ -157,17 +157,11 @@ class Tracker:
 
 
 def setting_group(cfg: DictConfig) -> str:
-    """W&B group: model, scheme and a hash of the configuration without the seed, so that the
-    seeds of one setting are one group (W&B then draws their mean and min/max)."""
-    import hashlib
-    import json
+    """W&B group: the experiment's setting (``lth.identity.setting_name``, the identity without the
+    seed), so that the seeds of one setting are one group, exactly as the report groups them."""
+    from lth.identity import setting_name
 
-    from lth.naming import identity_config
-
-    ident = identity_config(cfg)
-    ident.pop("seed", None)
-    digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{cfg.model.name}-{cfg.prune.scheme}-{digest}"
+    return setting_name(cfg)
 
 
 def _tags(cfg: DictConfig, lcfg) -> list[str]:

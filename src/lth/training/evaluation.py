@@ -49,7 +49,9 @@ def early_stopping_index(val_losses: list[float]) -> int:
 
 
 class PeriodicEvaluation(pl.Callback):
-    """Evaluates val and test at absolute iterations ``every, 2*every, ...`` and the last one.
+    """Evaluates val and test at the start (iteration 0, or K when rewound), at absolute iterations
+    ``every, 2*every, ...`` and at the last one. The start point takes part in the early-stopping
+    choice, as in the reference implementation: a network that never improves stops at its start.
 
     The curve is kept in the callback's state so that a resumed checkpoint carries it.
     A non-finite training or validation loss stops the round and marks it diverged.
@@ -68,6 +70,8 @@ class PeriodicEvaluation(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._t0 = time.perf_counter() - self.elapsed
+        if not self.curve:  # not on a resume: the start point is in the restored curve
+            self._evaluate(trainer, pl_module, pl_module.iteration, math.nan)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         it = pl_module.iteration
@@ -76,6 +80,9 @@ class PeriodicEvaluation(pl.Callback):
         train_loss = float(pl_module.last_loss) if pl_module.last_loss is not None else math.nan
         if not math.isfinite(train_loss):
             return self._diverge(trainer, f"training loss became {train_loss} at iteration {it}")
+        self._evaluate(trainer, pl_module, it, train_loss)
+
+    def _evaluate(self, trainer, pl_module, it: int, train_loss: float) -> None:
         point = {"iteration": it, "train_loss": train_loss}
         for split in ("val", "test"):
             loss, acc = evaluate(pl_module.model, *self.splits[split], self.batch_size)

@@ -11,9 +11,9 @@ from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 
-from lth.lean_trainer import NoProfiler
+from lth.training.lean_trainer import NoProfiler
 from lth.pruning import CompiledMaskedOptimizer, Mask, MaskEnforcer
-from lth.schedule import LRSchedule
+from lth.training.schedule import LRSchedule
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has fused Adam/AdamW/SGD kernels (lth's trainer=cpu|gpu)

@@ -1,0 +1,53 @@
+"""What an experiment leaves beside its rounds: results.csv/json, the figures, the printed table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from lth.figures import plot_learning_curves, plot_sparsity_figure
+from lth.results import format_table, read_row, sort_rows, write_results
+
+
+def collect_rows(lot, rows: list[dict], write: bool = False) -> list[dict]:
+    """This run's rows plus every other finished row in the folder (a branch trained by an earlier
+    run with other controls stays in results.csv)."""
+    seen = {(r["round"], r["branch"]) for r in rows}
+    extra = []
+    for path in lot.layout.finished_rows():
+        row = read_row(path)
+        if (row["round"], row["branch"]) not in seen and row["round"] <= lot.rounds:
+            extra.append(row)
+    out = sort_rows(rows + extra)
+    if write:
+        write_results(out, lot.dir)
+    return out
+
+
+def write_outputs(lot, rows: list[dict]) -> list[Path]:
+    rows = collect_rows(lot, rows, write=True)
+    ok = [r for r in rows if not r.get("diverged")]
+    series: dict[str, list[dict]] = {}
+    for r in ok:
+        series.setdefault(r["branch"], []).append(r)
+    title = f"{lot.cfg.model.name} on {lot.datamodule.name}: {lot.cfg.prune.scheme} pruning"
+    figures = [lot.layout.figure("lottery_ticket"), lot.layout.figure("learning_curves")]
+    plot_sparsity_figure(series, figures[0], title)
+    curves = {}
+    for r in ok:
+        path = lot.layout.curve(r["round"], r["branch"])
+        if r["branch"] == "ticket" and path.exists():
+            curves[f"{r['weights_remaining']:.3g}%"] = read_curve(path)
+    plot_learning_curves(curves, figures[1], f"{title}: ticket learning curves")
+    for branch in lot.branches:  # branches with figures of their own (instability)
+        figures += branch.figures(rows) if hasattr(branch, "figures") else []
+    return figures
+
+
+def read_curve(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def print_summary(lot, rows: list[dict]) -> None:
+    print(f"\nLottery-ticket experiment {lot.name}\n{format_table(rows)}\n\nResults in {lot.dir}", flush=True)

@@ -1,0 +1,175 @@
+"""The lottery: iterative magnitude pruning with resetting, level by level (Frankle & Carbin 2019).
+
+::
+
+    θ0 <- initial state;  train the dense network (level 0) -> θ_final, θK
+    for level in 1..rounds:
+        mask  <- prune the pruning rule's rate of the remaining weights of the search branch's
+                 trained weights (one-shot: of the dense round's)
+        for branch in ticket, [continued], controls..., analyses...:
+            train branch's network: its mask, its start state (θK & mask for the ticket), its data order
+
+Every stage looks on disk first and skips what is complete, so re-running the same command
+continues an interrupted experiment and adding a branch trains only that branch.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+
+import hydra.utils
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from lth.distributed import sync_mask
+from lth.identity import experiment_hash
+from lth.lottery import branches as registry
+from lth.lottery.dense import dense_round
+from lth.lottery.layout import FORMAT, Layout, check_experiment_json
+from lth.lottery.outputs import collect_rows, print_summary, write_outputs
+from lth.models import build_model
+from lth.pruning import Mask
+from lth.pruning.rule import PruningRule
+from lth.storage import atomic_torch_save, atomic_write_json, atomic_write_text, load_tensors
+from lth.tracking import Tracker
+from lth.training.device import resolve_device
+from lth.training.round import RoundTrainer, Training
+
+log = logging.getLogger("lth")
+
+
+class ExperimentError(RuntimeError):
+    """A problem the user can fix (wrong folder, diverged search); reported without a traceback."""
+
+
+class Lottery:
+    def __init__(self, cfg: DictConfig, folder: Path | str, name: str | None = None):
+        self.cfg = cfg
+        self.layout = Layout(folder)
+        self.dir = self.layout.root
+        self.name = name or self.dir.name
+        self.device = resolve_device(cfg.trainer)
+        self.rounds = int(cfg.prune.rounds)
+        self.rewind = int(cfg.rewind_iteration)
+        self.seed = int(cfg.seed)
+        self.search = "continued" if cfg.strategy == "continue" else "ticket"  # whose weights are pruned next
+        self.branches = [registry.REGISTRY[n](self) for n in registry.selected(cfg)]
+        self.extra_callbacks: list = []  # Lightning callbacks added to every Trainer (tests, tools)
+        self.datamodule = None
+        self.tracker: Tracker | None = None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> list[dict]:
+        self.claim_folder()
+        self.setup_data()
+        self.tracker = Tracker(self.cfg, self.dir, self.name, run_id=f"{self.name[-8:]}-{experiment_hash(self.cfg)}")
+        rows: list[dict] = []
+        try:
+            for level in range(self.rounds + 1):
+                for branch in self.branches:
+                    if level >= branch.first_level:
+                        rows.append(self.train(branch, level))
+                self.check_search_alive(level, rows)
+                collect_rows(self, rows, write=True)
+        finally:
+            figures = write_outputs(self, rows) if rows else []
+            self.tracker.finish(collect_rows(self, rows), figures)
+        print_summary(self, rows)
+        return rows
+
+    def train(self, branch: registry.Branch, level: int) -> dict:
+        if level == 0 and branch.name == "ticket":
+            return dense_round(self)
+        folder = self.layout.branch(level, branch.name)
+        row = self.trainer.finished(folder, branch.keep_final)
+        if row is None:
+            training = Training(level, branch.name, folder, branch.mask(level), self.model_at(branch.start_state(level)),
+                                branch.start_iteration(level), branch.data_seed(level), branch.keep_final)
+            row = branch.finish(level, self.trainer.train(training))
+        return row
+
+    def check_search_alive(self, level: int, rows: list[dict]) -> None:
+        row = next(r for r in rows if r["round"] == level and r["branch"] == (self.search if level else "ticket"))
+        if row["diverged"]:
+            collect_rows(self, rows, write=True)  # the diverged row is recorded before stopping
+            what = "the dense round" if level == 0 else f"round {level}"
+            raise ExperimentError(f"{what} diverged ({row['diverged_reason']}; recorded in results.csv), so there are "
+                                  f"no trained weights to prune further; lower optimizer.lr or set lr_warmup=true")
+
+    # ------------------------------------------------------------------ the ticket's masks
+    @cached_property
+    def rule(self) -> PruningRule:
+        return PruningRule(self.cfg.prune, self.new_model(self.seed))
+
+    def ticket_mask(self, level: int) -> Mask:
+        path = self.layout.ticket_mask(level)
+        if path.exists():
+            return sync_mask(Mask.load(path))
+        if level == 0:
+            mask = Mask.dense(self.new_model(self.seed))
+        else:
+            source = self.rule.weights_source(level)
+            weights = self.final_weights(source, "ticket" if source == 0 else self.search)
+            mask = self.rule.mask_at(level, self.ticket_mask(level - 1), weights)
+        mask = sync_mask(mask)  # DDP: rank 0's mask on every rank (checked by checksum)
+        mask.save(path)
+        return mask
+
+    def final_weights(self, level: int, branch: str) -> dict[str, torch.Tensor]:
+        return load_tensors(self.layout.final(level, branch))
+
+    # ------------------------------------------------------------------ states and models
+    @cached_property
+    def theta0(self) -> dict[str, torch.Tensor]:
+        """θ0: every parameter and buffer of the freshly initialised network (saved once)."""
+        path = self.layout.theta0
+        if path.exists():
+            return load_tensors(path)
+        state = {k: v.detach().clone() for k, v in self.new_model(self.seed).state_dict().items()}
+        atomic_torch_save(state, path)
+        return state
+
+    @property
+    def rewind_state(self) -> dict[str, torch.Tensor]:
+        """θK, an output of the dense round (θ0 when K = 0)."""
+        return load_tensors(self.layout.theta_k) if self.rewind > 0 else self.theta0
+
+    def new_model(self, seed: int) -> nn.Module:
+        dm = self.setup_data()
+        return build_model(self.cfg.model.arch, dm.input_shape, dm.num_classes, seed)
+
+    def model_at(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        model = self.new_model(self.seed)
+        model.load_state_dict(state)
+        return model
+
+    # ------------------------------------------------------------------ set-up
+    def claim_folder(self) -> None:
+        """Refuse a folder of another configuration (or lth version); record this one's identity."""
+        digest = experiment_hash(self.cfg)
+        try:
+            existing = check_experiment_json(self.layout, digest)
+        except ValueError as exc:
+            raise ExperimentError(str(exc)) from None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not existing:
+            atomic_write_json(self.layout.experiment_json, {"config_hash": digest, "name": self.name, "format": FORMAT})
+        atomic_write_text(self.layout.config, OmegaConf.to_yaml(OmegaConf.to_container(self.cfg, resolve=True)))
+
+    def setup_data(self):
+        if self.datamodule is None:
+            dm = hydra.utils.instantiate(self.cfg.data)
+            dm.setup()
+            if self.cfg.train.get("augment", False):
+                from lth.data.augment import random_crop_flip
+
+                dm.augment = random_crop_flip
+            self.datamodule = dm.to(self.device)
+        return self.datamodule
+
+    @cached_property
+    def trainer(self) -> RoundTrainer:
+        return RoundTrainer(self.cfg, self.setup_data(), self.tracker, self.extra_callbacks)
