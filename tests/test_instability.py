@@ -193,3 +193,16 @@ def test_mask_is_applied_to_interpolated_networks():
     bias_only = nn.Sequential(nn.Linear(2, 2))
     bias_only.load_state_dict({"0.weight": torch.zeros(2, 2), "0.bias": a["0.bias"]})
     assert path[0]["loss"] == evaluate(bias_only, x, y, 1000)[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_path_errors_on_cuda_match_cpu():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 3, generator=g), torch.randint(0, 3, (64,), generator=g)
+    a, b = bn_net(0).state_dict(), bn_net(1).state_dict()
+    cpu = path_errors(bn_net(0), a, b, x, y, points=4, bn="recompute", train_x=x)
+    gpu_model = bn_net(0).cuda()
+    gpu = path_errors(gpu_model, a, b, x.cuda(), y.cuda(), points=4, bn="recompute", train_x=x.cuda())
+    assert [p["error"] for p in gpu] == [p["error"] for p in cpu]
+    assert [p["loss"] for p in gpu] == pytest.approx([p["loss"] for p in cpu], rel=1e-4)
+    assert next(gpu_model.parameters()).is_cuda

@@ -107,7 +107,7 @@ def test_synflow_scores_match_the_path_product():
     assert torch.allclose(scores["2.weight"], a2 * a1.sum(1)[None, :], rtol=1e-12)
     assert torch.allclose(scores["0.weight"], a1 * a2.sum(0)[:, None], rtol=1e-12)
     assert scores["0.weight"].dtype == torch.float64
-    # the total flow is conserved layer to layer (Tanaka et al., Theorem 2): both sums equal R
+    # the conservation law of Tanaka et al.: each layer's scores sum to R
     r = float(a2.sum(0) @ a1.sum(1))
     assert float(scores["0.weight"].sum()) == pytest.approx(r) == pytest.approx(float(scores["2.weight"].sum()))
 
@@ -202,7 +202,7 @@ def test_synflow_schedule_single_iteration_is_one_shot():
 def test_synflow_iterations_rescore_the_pruned_network():
     """Iterative SynFlow re-scores after each pruning step: on this LeNet at ~1% density the
     100-step mask leaves every layer some weights, the one-shot mask prunes whole layers
-    (the layer collapse SynFlow's iterations avoid, Tanaka et al. Section 6)."""
+    (the layer collapse that SynFlow's iterations avoid, Tanaka et al. 2020)."""
     torch.manual_seed(0)
     model = LeNet((1, 8, 8), 10, hidden=(64, 32))
     names = [t.name for t in prunable_tensors(model)]
