@@ -69,7 +69,7 @@ def test_rewinding_restores_weights_lr_and_data_position_of_iteration_k(tmp_path
     theta0 = load_tensors(exp.dir / "theta0.pt")
     assert not torch.equal(theta_k["hidden.0.weight"], theta0["hidden.0.weight"])
     cfg = exp.cfg
-    peak = float(cfg.warmup.lr)
+    peak = float(cfg.optimizer.lr)
     dense, later = rec.starts[0], rec.starts[1:]
     assert dense["start"] == 0 and dense["lr"] == 0.0  # warm-up from 0
     stream = exp.datamodule.train_stream(int(cfg.train.batch_size), int(cfg.seed), int(cfg.train.iterations))
@@ -96,7 +96,7 @@ def test_warmup_lr_values_at_chosen_iterations():
 
 
 def test_warmup_in_a_run_logs_the_ramp(tmp_path):
-    exp, _ = run(tmp_path, ["lr_warmup=true", "warmup.iterations=40", "warmup.lr=0.01", "prune.rounds=1"])
+    exp, _ = run(tmp_path, ["lr_warmup=true", "warmup.iterations=40", "optimizer.lr=0.01", "prune.rounds=1"])
     curve = read_csv(exp.dir / "round_00" / "ticket" / "curve.csv")
     # lr recorded after the step at iteration i is the LR for the next step: factor((i)/40); 0 at the start
     assert [float(p["lr"]) for p in curve] == pytest.approx([0.01 * i / 40 for i in (0, 10, 20, 30)] + [0.01])

@@ -132,7 +132,14 @@ def sweep_name(cfg: DictConfig) -> str:
     return f"{_sanitize(','.join(overrides))}-{digest}"
 
 
+def _if(condition, then, otherwise):
+    """``${lth_if:${lr_warmup},0.03,0.1}``: a protocol value that depends on another setting."""
+    return then if condition else otherwise
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("lth_if"):
+        OmegaConf.register_new_resolver("lth_if", _if)
     if not OmegaConf.has_resolver("lth_exp_name"):
         OmegaConf.register_new_resolver("lth_exp_name", lambda *, _root_: experiment_name(_root_))
     if not OmegaConf.has_resolver("lth_sweep_name"):

@@ -51,7 +51,7 @@ class Training:
 def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
     o = cfg.optimizer
     return OptimizerSettings(
-        name=str(o.name), lr=float(cfg.warmup.lr) if cfg.lr_warmup else float(o.lr),
+        name=str(o.name), lr=float(o.lr),  # the peak of the warm-up when lr_warmup=true
         momentum=float(o.get("momentum", 0.0)), weight_decay=float(o.get("weight_decay", 0.0)),
         nesterov=bool(o.get("nesterov", False)), compile=bool(o.get("compile", False)),
     )
