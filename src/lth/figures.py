@@ -1,111 +1,226 @@
 """Figures like the paper's: test accuracy at early stop and early-stopping iteration
-against % weights remaining (log axis, decreasing to the right), one line per branch."""
+against % weights remaining (log axis, decreasing to the right), one line per branch.
+
+Readable from 2 to 30 levels and ~10 branches: every level gets a tick mark, and as many of
+them a label as fit side by side (measured with the renderer when the figure is saved; the
+first and the last level are always labelled); each branch has its own color, marker and line
+style (``BRANCH_STYLE``, with a fallback for names it does not know, such as the setting labels
+of the sweep report's comparison); legends sit outside the plots, so they never hide a curve.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
 from lth.storage import atomic_write_bytes  # noqa: E402
 
-BRANCH_STYLE = {
-    "ticket": dict(color="tab:blue", marker="o", label="winning ticket"),
-    "continued": dict(color="tab:purple", marker="v", label="continued training (search)"),
-    "reinit": dict(color="tab:orange", marker="s", label="random reinit"),
-    "random_prune": dict(color="tab:green", marker="^", label="random pruning"),
+# The style of each branch in every figure; ``register_branch_style`` adds one. The ticket is
+# drawn solid and on top; controls dashed; pruning-at-initialisation methods dotted.
+BRANCH_STYLE: dict[str, dict] = {
+    "ticket": dict(color="tab:blue", marker="o", linestyle="-", label="winning ticket", zorder=4),
+    "continued": dict(color="tab:purple", marker="v", linestyle="-", label="continued training (search)"),
+    "reinit": dict(color="tab:orange", marker="s", linestyle="--", label="random reinit"),
+    "random_prune": dict(color="tab:green", marker="^", linestyle="--", label="random pruning"),
+    "snip": dict(color="tab:red", marker="D", linestyle=":", label="SNIP (at init)"),
+    "grasp": dict(color="tab:brown", marker="P", linestyle=":", label="GraSP (at init)"),
+    "synflow": dict(color="tab:pink", marker="X", linestyle=":", label="SynFlow (at init)"),
+    "magnitude_init": dict(color="tab:gray", marker="<", linestyle=":", label="magnitude at init"),
+    "instability": dict(color="tab:olive", marker=">", linestyle="-.", label="instability (two copies)"),
 }
+# For names not registered (new branches, the report's setting labels): colors and markers
+# not used above first, then the rest.
+_FALLBACK_COLORS = ["tab:cyan", "black", "gold", "navy", "teal", "crimson", "darkkhaki", "slateblue",
+                    "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+_FALLBACK_MARKERS = ["*", "h", "p", "d", "H", "8", "o", "s", "^", "v", "D", "P", "X", "<", ">"]
+_FALLBACK_LINESTYLES = ["-", "--", "-.", ":"]
+
+TICK_FONTSIZE = 8
+TICK_GAP_PX = 6  # free space between two x tick labels, at the figure's dpi
+
+
+def register_branch_style(name: str, **style) -> None:
+    """Give branch ``name`` its style (matplotlib line properties and ``label``)."""
+    BRANCH_STYLE[name] = dict(style)
+
+
+def branch_style(name: str, index: int = 0) -> dict:
+    """The style of branch ``name``; for an unknown name, one derived from ``index`` (its rank
+    among the unknown names of a figure), labelled with the name itself."""
+    if name in BRANCH_STYLE:
+        return dict(BRANCH_STYLE[name])
+    return dict(color=_FALLBACK_COLORS[index % len(_FALLBACK_COLORS)],
+                marker=_FALLBACK_MARKERS[index % len(_FALLBACK_MARKERS)],
+                linestyle=_FALLBACK_LINESTYLES[(index // len(_FALLBACK_COLORS)) % len(_FALLBACK_LINESTYLES)],
+                label=name)
 
 
 def save_figure(fig, path: Path) -> None:
+    fit_pct_tick_labels(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def _pct_label(v: float) -> str:
+    return f"{v:.3g}"
+
+
 def format_pct_axis(ax, levels: list[float] | None = None) -> None:
-    """Log x axis of % weights remaining, decreasing to the right, ticks at the (thinned) levels."""
+    """Log x axis of % weights remaining, decreasing to the right: a tick mark at every level and
+    a label at as many as fit (chosen when the figure is saved, see ``fit_pct_tick_labels``)."""
     ax.set_xscale("log")
-    ax.invert_xaxis()
-    if levels and len(levels) > 1:
-        ticks, last = [], None
-        for v in levels:  # keep ticks at least ~15% apart on the log axis
-            if last is None or last / v >= 1.15:
-                ticks.append(v)
-                last = v
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    levels = sorted({float(v) for v in levels or [] if v and v > 0}, reverse=True)
+    if levels:
+        ax.xaxis.set_major_locator(FixedLocator(levels))
+        ax.xaxis.set_minor_locator(NullLocator())  # log decades' minor ticks would fall between the levels
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _pct_label(v)))
+        ax._lth_pct_levels = levels
     else:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    for label in ax.get_xticklabels():
-        label.set_fontsize(8)
+    ax.tick_params(axis="x", which="major", labelsize=TICK_FONTSIZE)
     ax.set_xlabel("% of weights remaining")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
 
 
-def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str = "") -> None:
-    """``series``: branch -> points with ``weights_remaining``, ``test_acc_at_es``, ``es_iteration``
-    and optionally ``*_min`` / ``*_max`` bands (mean with min/max over trials)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    markers = "osD^v<>px*h"
-    levels: set[float] = set()
-    for i, (branch, points) in enumerate(series.items()):
-        pts = sorted((p for p in points if p.get("test_acc_at_es") is not None), key=lambda p: -p["weights_remaining"])
-        if not pts:
+def _label_spans(ax, levels: list[float], renderer) -> list[tuple[float, float]]:
+    """Each level's label as (left, right) in display pixels."""
+    font = matplotlib.font_manager.FontProperties(size=TICK_FONTSIZE)
+    spans = []
+    for v in levels:
+        x = ax.transData.transform((v, 1.0))[0]
+        w, _, _ = renderer.get_text_width_height_descent(_pct_label(v), font, ismath=False)
+        spans.append((x - w / 2, x + w / 2))
+    return spans
+
+
+def _labelled(spans: list[tuple[float, float]], gap: float) -> list[int]:
+    """Indices of the levels to label: every k-th from the first with the smallest k whose labels
+    do not touch, always including the last (which replaces its neighbour if they would touch)."""
+    n = len(spans)
+
+    def apart(i: int, j: int) -> bool:
+        (a0, a1), (b0, b1) = sorted((spans[i], spans[j]))
+        return a1 + gap <= b0
+
+    for k in range(1, n + 1):
+        chosen = list(range(0, n, k))
+        if chosen[-1] != n - 1:
+            if len(chosen) > 1 and not apart(chosen[-1], n - 1):
+                chosen[-1] = n - 1
+            else:
+                chosen.append(n - 1)
+        if all(apart(i, j) for i, j in zip(chosen, chosen[1:])):
+            return chosen
+    return [0]
+
+
+def fit_pct_tick_labels(fig) -> None:
+    """Label as many levels as fit on every %-remaining axis of ``fig``; the others keep an
+    unlabelled tick mark. Needs the final axes size, so it runs when the figure is saved."""
+    axes = [ax for ax in fig.axes if getattr(ax, "_lth_pct_levels", None)]
+    if not axes:
+        return
+    fig.canvas.draw()  # the data limits and the layout are final now
+    renderer = fig.canvas.get_renderer()
+    gap = TICK_GAP_PX * fig.dpi / 100
+    for ax in axes:
+        levels = [v for v in ax._lth_pct_levels if _in_view(ax, v)]
+        if len(levels) < 2:
             continue
-        style = dict(BRANCH_STYLE.get(branch) or dict(label=branch, color=cycle[i % len(cycle)], marker=markers[i % len(markers)]))
-        style.update(markersize=4, linewidth=1.6)
+        keep = _labelled(_label_spans(ax, levels, renderer), gap)
+        labelled = [levels[i] for i in keep]
+        ax.xaxis.set_major_locator(FixedLocator(labelled))
+        ax.xaxis.set_minor_locator(FixedLocator([v for v in levels if v not in labelled]))
+        ax.grid(True, which="minor", alpha=0.15)
+
+
+def _in_view(ax, v: float) -> bool:
+    lo, hi = sorted(ax.get_xlim())
+    return lo <= v <= hi
+
+
+def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str = ""):
+    """``series``: branch -> points with ``weights_remaining``, ``test_acc_at_es``, ``es_iteration``
+    and optionally ``*_min`` / ``*_max`` bands (mean with min/max over trials). Returns the figure
+    (already saved and closed)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    levels: set[float] = set()
+    drawn = [(b, pts) for b, pts in series.items()
+             if any(p.get("test_acc_at_es") is not None for p in pts)]
+    many = len(drawn) > 4
+    band_alpha = 0.2 if len(drawn) <= 2 else max(0.05, 0.3 / len(drawn))  # overlapping bands stay see-through
+    unknown = 0
+    for branch, points in drawn:
+        pts = sorted((p for p in points if p.get("test_acc_at_es") is not None), key=lambda p: -p["weights_remaining"])
+        style = branch_style(branch, unknown)
+        unknown += branch not in BRANCH_STYLE
+        n_points = len(pts)
+        style.setdefault("zorder", 3)
+        style.update(markersize=4 if n_points <= 16 else 3, linewidth=1.3 if many else 1.6)
         x = [p["weights_remaining"] for p in pts]
         levels.update(x)
         for ax, key, scale in ((axes[0], "test_acc_at_es", 100.0), (axes[1], "es_iteration", 1.0)):
             y = [p[key] * scale for p in pts]
             ax.plot(x, y, **style)
-            if all(f"{key}_min" in p for p in pts) and len(pts) == 1:  # a lone point: an error bar
-                ax.errorbar(x, y, yerr=[[y[0] - pts[0][f"{key}_min"] * scale], [pts[0][f"{key}_max"] * scale - y[0]]],
-                            color=style.get("color"), capsize=3, linewidth=1)
-            elif all(f"{key}_min" in p for p in pts):
-                ax.fill_between(x, [p[f"{key}_min"] * scale for p in pts], [p[f"{key}_max"] * scale for p in pts],
-                                color=style.get("color"), alpha=0.2, linewidth=0)
+            if all(p.get(f"{key}_min") is not None and p.get(f"{key}_max") is not None for p in pts):
+                lo = [p[f"{key}_min"] * scale for p in pts]
+                hi = [p[f"{key}_max"] * scale for p in pts]
+                if len(pts) == 1:  # a lone point: an error bar
+                    ax.errorbar(x, y, yerr=[[y[0] - lo[0]], [hi[0] - y[0]]], color=style.get("color"), capsize=3,
+                                linewidth=1)
+                else:
+                    ax.fill_between(x, lo, hi, color=style.get("color"), alpha=band_alpha, linewidth=0, zorder=1)
     axes[0].set_ylabel("test accuracy at early stop (%)")
     axes[1].set_ylabel("early-stop iteration (min validation loss)")
     for ax in axes:
         format_pct_axis(ax, sorted(levels, reverse=True))
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:  # one legend for both panels, below them, so it never hides a curve
-        long = max(len(label) for label in labels) > 30
+        longest = max(len(label) for label in labels)
+        ncol = max(1, min(len(labels), 5, int(150 // (longest + 8))))  # as many columns as fit 11 inches
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.01), fontsize=8, frameon=False,
-                   ncol=1 if long else min(len(labels), 4))
+                   ncol=ncol)
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
+    return fig
 
 
-def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = "") -> None:
+def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = ""):
     """``curves``: label -> evaluation points; test accuracy against iteration, one line per level
-    (with a min/max band when the points carry ``test_acc_min`` / ``test_acc_max``)."""
+    (with a min/max band when the points carry ``test_acc_min`` / ``test_acc_max``). The legend
+    is to the right of the plot. Returns the figure (already saved and closed)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cmap = plt.get_cmap("viridis")
     n = max(len(curves), 1)
+    width = 1.6 if n <= 8 else 1.1
     for i, (label, points) in enumerate(curves.items()):
         color = cmap(0.9 * i / max(n - 1, 1))
         x = [p["iteration"] for p in points]
-        ax.plot(x, [100 * p["test_acc"] for p in points], label=label, color=color, linewidth=1.6)
+        ax.plot(x, [100 * p["test_acc"] for p in points], label=label, color=color, linewidth=width)
         if points and all("test_acc_min" in p for p in points):
             ax.fill_between(x, [100 * p["test_acc_min"] for p in points], [100 * p["test_acc_max"] for p in points],
-                            color=color, alpha=0.18, linewidth=0)
+                            color=color, alpha=0.18 if n <= 4 else 0.08, linewidth=0)
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
     if curves:
-        ax.legend(title="% weights remaining", fontsize=7, title_fontsize=7, ncol=2)
+        rows = 17  # a column fits 17 entries beside a 4.2-inch plot
+        ax.legend(title="% weights\nremaining", fontsize=7, title_fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False, ncol=math.ceil(len(curves) / rows))
     if title:
         ax.set_title(title, fontsize=10)
     save_figure(fig, path)
+    return fig

@@ -1,0 +1,133 @@
+"""The figures stay readable from 2 to 30 levels with every branch drawn (measured with
+matplotlib's renderer: no two x tick labels overlap, the legend covers no data)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+import lth.figures as figures
+
+BRANCHES = ["ticket", "continued", "reinit", "random_prune", "snip", "grasp", "synflow", "magnitude_init",
+            "instability", "some_future_branch"]
+
+
+def levels(n: int) -> list[float]:
+    return [100 * 0.8 ** i for i in range(n)]
+
+
+def series(n: int, branches=BRANCHES) -> dict[str, list[dict]]:
+    out = {}
+    for b, name in enumerate(branches):
+        out[name] = [{"weights_remaining": w, "test_acc_at_es": (acc := 0.97 - 0.004 * b - 0.001 * i),
+                      "es_iteration": (es := 3000 + 100 * i + 50 * b), "test_acc_at_es_min": acc - 0.003,
+                      "test_acc_at_es_max": acc + 0.002, "es_iteration_min": es - 200, "es_iteration_max": es + 300}
+                     for i, w in enumerate(levels(n))]
+    return out
+
+
+def curves(n: int) -> dict[str, list[dict]]:
+    return {f"{w:.3g}%": [{"iteration": it, "test_acc": 0.5 + 0.4 * (1 - math.exp(-it / 800)) - 0.001 * i}
+                          for it in range(0, 5001, 100)]
+            for i, w in enumerate(levels(n))}
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions saved, kept for measuring."""
+    kept = []
+    save = figures.save_figure
+
+    def keep(fig, path):
+        save(fig, path)
+        FigureCanvasAgg(fig)  # closing a pyplot figure detaches its canvas; measure on a fresh Agg one
+        kept.append(fig)
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    return kept
+
+
+def visible_tick_labels(fig, ax):
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    out = []
+    for label in ax.get_xticklabels():
+        if not label.get_visible() or not label.get_text():
+            continue
+        box = label.get_window_extent(renderer)
+        if box.x1 < page.x0 or box.x0 > page.x1:  # a tick outside the view is not drawn
+            continue
+        out.append((label.get_text(), box))
+    return out
+
+
+def assert_tick_labels_apart(fig):
+    fig.canvas.draw()
+    for ax in fig.axes:
+        labels = sorted(visible_tick_labels(fig, ax), key=lambda t: t[1].x0)
+        assert len(labels) >= 2, [t for t, _ in labels]
+        for (ta, a), (tb, b) in zip(labels, labels[1:]):
+            assert a.x1 <= b.x0, f"x tick labels {ta!r} and {tb!r} overlap: {[t for t, _ in labels]}"
+
+
+def assert_legend_clear_of_data(fig):
+    renderer = fig.canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers a plot"
+
+
+@pytest.mark.parametrize("n", [2, 16, 30])
+def test_sparsity_figure_readable(tmp_path, drawn, n):
+    figures.plot_sparsity_figure(series(n), tmp_path / "lt.png", "LeNet on MNIST: layerwise pruning")
+    fig = drawn[-1]
+    assert (tmp_path / "lt.png").stat().st_size > 0
+    assert_tick_labels_apart(fig)
+    assert_legend_clear_of_data(fig)
+    # every branch drawn, each in a style of its own
+    legend = fig.legends[0]
+    assert len(legend.get_texts()) == len(BRANCHES)
+    lines = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len({(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines}) == len(BRANCHES)
+    # the least and the most weights remaining are labelled
+    texts = [t for t, _ in visible_tick_labels(fig, fig.axes[0])]
+    assert texts[0] == "100" and texts[-1] == f"{levels(n)[-1]:.3g}"
+
+
+@pytest.mark.parametrize("n", [2, 16, 30])
+def test_learning_curves_readable(tmp_path, drawn, n):
+    figures.plot_learning_curves(curves(n), tmp_path / "lc.png", "LeNet on MNIST: ticket learning curves")
+    fig = drawn[-1]
+    fig.canvas.draw()
+    assert_legend_clear_of_data(fig)
+    legend = fig.axes[0].get_legend() or fig.legends[0]
+    assert len(legend.get_texts()) == n
+
+
+def test_compare_figure_with_setting_labels(tmp_path, drawn):
+    """The sweep report's comparison plots settings, not branches: unknown names get distinct styles."""
+    settings = [f"lenet300_100-layerwise-{i:08x} (lr_warmup=true, rewind_iteration={i})" for i in range(6)]
+    figures.plot_sparsity_figure(series(16, settings), tmp_path / "cmp.png", "winning tickets of every setting")
+    fig = drawn[-1]
+    assert_tick_labels_apart(fig)
+    assert_legend_clear_of_data(fig)
+    lines = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len({(line.get_color(), line.get_marker()) for line in lines}) == len(settings)
+
+
+def test_branch_style_registry():
+    assert figures.branch_style("ticket")["label"] == "winning ticket"
+    unknown = figures.branch_style("not_a_branch", index=3)
+    assert unknown["label"] == "not_a_branch" and "color" in unknown and "marker" in unknown
+    figures.register_branch_style("my_branch", color="black", marker="*", label="mine")
+    try:
+        assert figures.branch_style("my_branch") == {"color": "black", "marker": "*", "label": "mine"} | \
+            {k: v for k, v in figures.branch_style("my_branch").items() if k not in ("color", "marker", "label")}
+        assert figures.branch_style("my_branch")["label"] == "mine"
+    finally:
+        figures.BRANCH_STYLE.pop("my_branch", None)
