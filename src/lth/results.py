@@ -49,13 +49,17 @@ def _fmt(value, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """A short fixed-width table of the rounds, as printed at the end of an experiment."""
-    header = f"{'round':>5} {'branch':<13} {'remaining %':>11} {'es iter':>8} {'test@es':>8} {'final test':>10} {'min val loss':>12}"
+    barrier = any("instability" in r for r in rows)
+    header = (f"{'round':>5} {'branch':<16} {'remaining %':>11} {'es iter':>8} {'test@es':>8} {'final test':>10} "
+              f"{'min val loss':>12}" + (f" {'barrier':>8}" if barrier else ""))
     lines = [header, "-" * len(header)]
     for r in sort_rows(rows):
         flag = "  diverged" if r.get("diverged") else ""
+        extra = f" {_fmt(r['instability'], '8.4f')}" if barrier and "instability" in r else ""
         lines.append(
-            f"{r['round']:>5} {r['branch']:<13} {_fmt(r['weights_remaining'], '11.2f')} {_fmt(r['es_iteration'], '>8')} "
-            f"{_fmt(r['test_acc_at_es'], '8.4f')} {_fmt(r['final_test_acc'], '10.4f')} {_fmt(r['min_val_loss'], '12.4f')}{flag}"
+            f"{r['round']:>5} {r['branch']:<16} {_fmt(r['weights_remaining'], '11.2f')} {_fmt(r['es_iteration'], '>8')} "
+            f"{_fmt(r['test_acc_at_es'], '8.4f')} {_fmt(r['final_test_acc'], '10.4f')} {_fmt(r['min_val_loss'], '12.4f')}"
+            f"{extra}{flag}"
         )
     return "\n".join(lines)
 

@@ -32,9 +32,11 @@ def register(cls: type[Branch]) -> type[Branch]:
 
 
 def branch_seed(seed: int, level: int, branch: str, purpose: str = "") -> int:
-    """A seed for a branch's random draw, distinct for every (seed, level, branch, purpose)."""
+    """A seed for a branch's random draw, distinct for every (seed, level, branch, purpose).
+
+    31 bits: data orders multiply it by ~1e6 (``lth.data.stream``) and must stay in int64."""
     digest = hashlib.sha256(f"{seed}/{level}/{branch}/{purpose}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
+    return int.from_bytes(digest[:4], "little") >> 1
 
 
 class Branch:
@@ -151,5 +153,11 @@ def _refresh_controls() -> None:
     global CONTROLS
     CONTROLS = tuple(name for name, cls in REGISTRY.items() if cls.control)
 
+
+_refresh_controls()
+
+
+# Branches defined in files of their own register themselves on import.
+from lth.lottery import pai_branches, stability_branch  # noqa: E402,F401
 
 _refresh_controls()

@@ -88,8 +88,8 @@ class Lottery:
         if row is None:
             training = Training(level, branch.name, folder, branch.mask(level), self.model_at(branch.start_state(level)),
                                 branch.start_iteration(level), branch.data_seed(level), branch.keep_final)
-            row = branch.finish(level, self.trainer.train(training))
-        return row
+            row = self.trainer.train(training)
+        return branch.finish(level, row)  # analyses of a trained network (idempotent)
 
     def check_search_alive(self, level: int, rows: list[dict]) -> None:
         row = next(r for r in rows if r["round"] == level and r["branch"] == (self.search if level else "ticket"))
