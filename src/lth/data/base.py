@@ -24,6 +24,14 @@ class OnDeviceDataModule(pl.LightningDataModule):
     name = "data"
     input_shape: tuple[int, ...] = ()
     num_classes = 10
+    # Examples in the training file, before data.val_size of them are held out (None: unknown until
+    # loaded). lth.validation checks val_size and train.batch_size against it without loading data.
+    train_file_size: int | None = None
+
+    @classmethod
+    def check_files(cls, root: str, download: bool) -> None:
+        """Raise the loader's error now if the dataset's files are missing (and may not be downloaded)
+        or corrupt, without reading them into memory. Default: nothing to check."""
 
     def __init__(self, root: str = "./data", val_size: int = 5000, split_seed: int = 0, download: bool = False):
         super().__init__()

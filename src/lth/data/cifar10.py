@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lth.data.base import OnDeviceDataModule
-from lth.data.torchvision_files import open_torchvision
+from lth.data.torchvision_files import check_torchvision_files, open_torchvision
 
 # Per-channel statistics of the 50K CIFAR-10 training images.
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -22,6 +22,13 @@ class CIFAR10DataModule(OnDeviceDataModule):
     name = "cifar10"
     input_shape = (3, 32, 32)
     num_classes = 10
+    train_file_size = 50_000
+
+    @classmethod
+    def check_files(cls, root: str, download: bool) -> None:
+        from torchvision.datasets import CIFAR10
+
+        check_torchvision_files(CIFAR10, root, download, "CIFAR-10")
 
     def load_splits(self):
         from torchvision.datasets import CIFAR10

@@ -17,6 +17,7 @@ class DigitsDataModule(OnDeviceDataModule):
     name = "digits"
     input_shape = (1, 8, 8)
     num_classes = 10
+    train_file_size = 1797 - TEST_SIZE  # the 1,797 digits less the fixed test set
 
     def __init__(self, root: str = "./data", val_size: int = 180, split_seed: int = 0, download: bool = False):
         super().__init__(root, val_size, split_seed, download)

@@ -81,6 +81,17 @@ def verify_cifar10(root: Path | str) -> None:
     verify_files(*cifar10_files(root), "CIFAR-10")
 
 
+def read_files(cls, root: Path | str) -> tuple[Path, list[str]] | None:
+    """The folder and names of the files torchvision's ``cls`` reads (MNIST, CIFAR10); None for others."""
+    name = getattr(cls, "__name__", "")
+    if name == "MNIST":
+        return mnist_files(root)[0], list(MNIST_EXTRACTED_MD5)
+    if name == "CIFAR10":
+        folder, expected = cifar10_files(root)
+        return folder, list(expected)
+    return None
+
+
 def verify_torchvision(cls, root: Path | str) -> None:
     """The check for a torchvision dataset class (MNIST, CIFAR10); other classes are not checked."""
     checks = {"MNIST": verify_mnist, "CIFAR10": verify_cifar10}

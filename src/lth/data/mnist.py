@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lth.data.base import OnDeviceDataModule
-from lth.data.torchvision_files import open_torchvision
+from lth.data.torchvision_files import check_torchvision_files, open_torchvision
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -14,6 +14,13 @@ class MNISTDataModule(OnDeviceDataModule):
     name = "mnist"
     input_shape = (1, 28, 28)
     num_classes = 10
+    train_file_size = 60_000
+
+    @classmethod
+    def check_files(cls, root: str, download: bool) -> None:
+        from torchvision.datasets import MNIST
+
+        check_torchvision_files(MNIST, root, download, "MNIST")
 
     def load_splits(self):
         from torchvision.datasets import MNIST

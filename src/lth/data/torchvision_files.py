@@ -5,6 +5,7 @@ Errors name the folder that was searched and how to point ``data.root`` at the f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -12,20 +13,57 @@ class DatasetNotFoundError(RuntimeError):
     pass
 
 
+def _not_found(name: str, root_path: Path, reason: str, env_hint: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"{name} files not found under {root_path.resolve()} ({reason}). "
+        f"Set data.root=PATH (or the {env_hint} environment variable) to the folder that holds them, "
+        f"or allow data.download=true."
+    )
+
+
+def _all_present(cls, root_path: Path) -> bool:
+    from lth.data.integrity import read_files
+
+    files = read_files(cls, root_path)
+    return files is not None and all((files[0] / f).is_file() for f in files[1])
+
+
+def check_torchvision_files(cls, root: str, download: bool, name: str, env_hint: str = "LTH_DATA_DIR") -> None:
+    """Before anything is loaded: the files are intact (MD5) and present, or may be downloaded."""
+    from lth.data.integrity import read_files, verify_torchvision
+
+    root_path = Path(root).expanduser()
+    verify_torchvision(cls, root_path)
+    files = read_files(cls, root_path)
+    if files is None or download:
+        return
+    missing = [f for f in files[1] if not (files[0] / f).is_file()]
+    if missing:
+        raise _not_found(name, root_path, f"missing: {', '.join(str(files[0] / f) for f in missing[:3])}"
+                         + (", ..." if len(missing) > 3 else ""), env_hint)
+
+
 def open_torchvision(cls, root: str, train: bool, download: bool, name: str, env_hint: str = "LTH_DATA_DIR"):
-    from lth.data.integrity import verify_torchvision
+    from lth.data.integrity import DatasetCorruptError, verify_torchvision
 
     root_path = Path(root).expanduser()
     verify_torchvision(cls, root_path)  # corrupt files are reported (DatasetCorruptError) before they are read
     try:
         return cls(str(root_path), train=train, download=False)
     except RuntimeError as missing:
-        if not download:
-            raise DatasetNotFoundError(
-                f"{name} files not found under {root_path.resolve()} ({missing}). "
-                f"Set data.root=PATH (or the {env_hint} environment variable) to the folder that holds them, "
-                f"or allow data.download=true."
+        if _all_present(cls, root_path):  # present but unreadable: a download would not help (nor be tried)
+            raise DatasetCorruptError(
+                f"{name} files under {root_path.resolve()} are present but cannot be read ({missing}): one is "
+                f"truncated or damaged. Delete the damaged file and download it again (data.download=true), or point "
+                f"data.root=PATH at a good copy (the MD5 check, which names the file, is off: "
+                f"LTH_SKIP_DATA_CHECKSUM=1)."
+                if os.environ.get("LTH_SKIP_DATA_CHECKSUM") == "1" else
+                f"{name} files under {root_path.resolve()} are present but cannot be read ({missing}): one is "
+                f"truncated or damaged. Delete it and download it again (data.download=true), or point "
+                f"data.root=PATH at a good copy."
             ) from None
+        if not download:
+            raise _not_found(name, root_path, str(missing), env_hint) from None
     try:
         return cls(str(root_path), train=train, download=True)
     except Exception as exc:
