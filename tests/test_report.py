@@ -71,10 +71,94 @@ def test_cli_on_one_experiment_folder(seed_runs, capsys):
 
 def test_cli_without_results_fails_cleanly(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
-    assert "no results.csv" in capsys.readouterr().err
+    assert "no experiment under" in capsys.readouterr().err
 
 
 def test_pick_levels():
     levels = [100.0, 80.2, 64.4, 51.7, 41.6, 33.5, 27.0, 21.8]
     assert pick_levels(levels, [100, 50, 20]) == [100.0, 51.7, 21.8]
     assert len(pick_levels(levels, None)) == 5 and pick_levels(levels, None)[0] == 100.0
+
+
+# ---------------------------------------------------------------------- unfinished experiments
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report.md", "summary.csv", "figures"))
+    return dst
+
+
+def _keep_rows(folder: Path, keep) -> None:
+    rows = _csv(folder / "results.csv")
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if keep(r))
+
+
+def test_unfinished_experiments_are_listed_not_reported_as_results(seed_runs, tmp_path, capsys):
+    root = tmp_path / "runs"
+    _copy(seed_runs / "seed0", root / "seed0")
+    _copy(seed_runs / "seed1", root / "seed1")
+    partial = _copy(seed_runs / "seed1", root / "partial")  # an interrupted trial of the same setting: round 1 missing
+    _keep_rows(partial, lambda r: r["round"] == "0")
+    started = root / "started"  # claimed, nothing trained yet
+    started.mkdir()
+    (started / "experiment.json").write_text((seed_runs / "seed0" / "experiment.json").read_text())
+    (started / "config.yaml").write_text((seed_runs / "seed0" / "config.yaml").read_text())
+    found = {e.path.name: e for e in find_experiments([root])}
+    assert {n: e.finished for n, e in found.items()} == {"seed0": True, "seed1": True, "partial": False, "started": False}
+    assert found["partial"].missing == [(1, "reinit"), (1, "ticket")]
+
+    assert main([str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"Unfinished (not reported as results; re-run each one's command to continue it): " in out
+    assert str(partial.resolve()) in out and str(started.resolve()) in out
+    text = (root / "report.md").read_text()
+    assert "2 finished experiment(s) in 1 setting(s)" in text and "**2 unfinished** experiment(s)" in text
+    results, _, unfinished = text.partition("## Unfinished experiments")
+    assert "partial" not in results and "started" not in results
+    assert f"| `{partial.resolve()}` | 1 | 1 of 3 | ticket round(s) 1; reinit round(s) 1 |" in unfinished \
+        or f"| `{partial.resolve()}` | 1 | 1 of 3 | reinit round(s) 1; ticket round(s) 1 |" in unfinished
+    assert f"| `{started.resolve()}` | 0 | 0 of 3 |" in unfinished
+    assert {r["trials"] for r in _csv(root / "summary.csv")} == {"2"}  # the partial trial is not averaged in
+
+
+def test_experiment_json_marked_incomplete_and_all_unfinished(seed_runs, tmp_path):
+    import json
+
+    exp = _copy(seed_runs / "seed0", tmp_path / "only")
+    marker = json.loads((exp / "experiment.json").read_text())
+    (exp / "experiment.json").write_text(json.dumps({**marker, "complete": False}))
+    md = report([tmp_path])  # nothing finished: still a report, which says so
+    text = md.read_text()
+    assert "0 finished experiment(s)" in text and "marked incomplete" in text
+
+
+def test_a_diverged_search_is_finished_up_to_where_it_stopped(seed_runs, tmp_path):
+    exp = _copy(seed_runs / "seed0", tmp_path / "div")
+    rows = _csv(exp / "results.csv")
+    with open(exp / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerow({**rows[0], "diverged": "True", "diverged_reason": "loss became nan"})
+    assert find_experiments([exp])[0].finished  # the dense round diverged: nothing more was possible
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "error: the following arguments are required: paths (see lth-report --help)"),
+    (["{tmp}", "--bogus"], "error: unrecognized arguments: --bogus (see lth-report --help)"),
+    (["{tmp}", "--levels", "abc"], "error: --levels 'abc' is not a number"),
+    (["{tmp}", "--levels", "150"], "error: --levels 150 is not a percentage of weights remaining in (0, 100]"),
+    (["{tmp}/nope"], "does not exist"),
+    (["{tmp}/a_file"], "is not a folder"),
+    (["{tmp}", "--out", "{tmp}/a_file"], "is a file, not a folder"),
+    (["{tmp}"], "error: no experiment under"),
+])
+def test_cli_bad_arguments_one_error_line(argv, message, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], captured.err
+    assert "Traceback" not in captured.out + captured.err

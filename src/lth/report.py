@@ -42,10 +42,16 @@ class ExperimentRecord:
     path: Path
     config: dict
     rows: list[dict]
+    missing: list[tuple[int, str]] = field(default_factory=list)  # planned (level, branch) not trained yet
+    marked_incomplete: bool = False  # experiment.json says so
 
     @property
     def seed(self):
         return self.config.get("seed")
+
+    @property
+    def finished(self) -> bool:
+        return not self.missing and not self.marked_incomplete
 
 
 @dataclass
@@ -87,20 +93,89 @@ def _load_config(exp_dir: Path) -> dict:
         return {}
 
 
+def planned_cells(config: dict) -> set[tuple[int, str]] | None:
+    """Every (level, branch) the experiment of ``config`` trains: levels 0..prune.rounds of each of
+    its branches (``lth.lottery.branches``) from the branch's first level. None: not known."""
+    try:
+        rounds = int(config["prune"]["rounds"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    try:
+        from lth.lottery.branches import REGISTRY, selected
+
+        firsts = {name: int(getattr(REGISTRY[name], "first_level", 1)) for name in selected(config)}
+    except ImportError:  # the branches of the experiment module before lth.lottery
+        names = ["ticket", *(["continued"] if config.get("strategy") == "continue" else []),
+                 *[str(c) for c in config.get("controls", []) or []]]
+        firsts = {n: 0 if n == "ticket" else 1 for n in names}
+    return {(level, name) for name, first in firsts.items() for level in range(first, rounds + 1)}
+
+
+def _missing(config: dict, rows: list[dict]) -> list[tuple[int, str]]:
+    """The planned (level, branch) pairs not in ``rows``; an experiment that stopped because its
+    search diverged (nothing left to prune from) is complete up to that level."""
+    planned = planned_cells(config)
+    if planned is None:
+        return []
+    done = {(int(r["round"]), str(r["branch"])) for r in rows}
+    search = "continued" if config.get("strategy") == "continue" else "ticket"  # whose weights are pruned next
+    stops = [int(r["round"]) for r in rows if r.get("diverged") in (True, "True")
+             and r.get("branch") == (search if int(r["round"]) > 0 else "ticket")]
+    if stops:
+        planned = {(lvl, b) for lvl, b in planned if lvl <= min(stops)}
+    return sorted(planned - done)
+
+
+def _marked_incomplete(exp_dir: Path) -> bool:
+    try:
+        marker = json.loads((exp_dir / "experiment.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("complete") is False
+
+
 def find_experiments(paths: list[Path | str]) -> list[ExperimentRecord]:
+    """Every experiment folder under ``paths`` (one with ``results.csv`` or ``experiment.json``),
+    finished or not; folders under hidden ones (``.dense``, ``.hydra``, ``.jobs``) are not experiments."""
     found: dict[Path, ExperimentRecord] = {}
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
-        candidates = [p / "results.csv"] if (p / "results.csv").exists() else sorted(p.rglob("results.csv"))
-        for csv_path in candidates:
-            exp_dir = csv_path.parent.resolve()
-            if exp_dir in found:
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p} is not a folder (give experiment or sweep folders)")
+        markers = [*p.rglob("results.csv"), *p.rglob("experiment.json")]
+        for marker in sorted(markers):
+            exp_dir = marker.parent.resolve()
+            if exp_dir in found or any(part.startswith(".") for part in marker.relative_to(p).parts[:-1]):
                 continue
-            rows = read_csv(csv_path)
-            if rows:
-                found[exp_dir] = ExperimentRecord(exp_dir, _load_config(exp_dir), rows)
+            rows = read_csv(exp_dir / "results.csv") if (exp_dir / "results.csv").exists() else []
+            config = _load_config(exp_dir)
+            found[exp_dir] = ExperimentRecord(exp_dir, config, rows, _missing(config, rows), _marked_incomplete(exp_dir))
     return list(found.values())
+
+
+def _ranges(levels: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3, 7``."""
+    runs: list[list[int]] = []
+    for lvl in sorted(set(levels)):
+        if runs and lvl == runs[-1][1] + 1:
+            runs[-1][1] = lvl
+        else:
+            runs.append([lvl, lvl])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def unfinished_table(experiments: list[ExperimentRecord]) -> str:
+    lines = ["| experiment folder | seed | networks trained | still to train |", "|:---|---:|---:|:---|"]
+    for e in experiments:
+        by_branch: dict[str, list[int]] = {}
+        for lvl, b in e.missing:
+            by_branch.setdefault(b, []).append(lvl)
+        todo = "; ".join(f"{b} round(s) {_ranges(lv)}" for b, lv in by_branch.items()) or "marked incomplete"
+        planned = planned_cells(e.config)
+        total = f" of {len(planned)}" if planned else ""
+        lines.append(f"| `{e.path}` | {e.seed} | {len(e.rows)}{total} | {todo} |")
+    return "\n".join(lines)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict:
@@ -234,14 +309,22 @@ def _title(setting: Setting) -> str:
     return " ".join(p for p in parts if p).strip()
 
 
-def report(paths: list[Path | str], out: Path | str | None = None, levels: list[float] | None = None) -> Path:
-    """Aggregate the experiments under ``paths``; returns the written ``report.md``."""
+def report(paths: list[Path | str], out: Path | str | None = None, levels: list[float] | None = None,
+           failed_jobs: list[dict] | None = None) -> Path:
+    """Aggregate the finished experiments under ``paths``; returns the written ``report.md``.
+
+    Unfinished experiments (planned levels or branches missing from ``results.csv``) are listed in
+    their own section, not aggregated; ``failed_jobs`` (from a sweep) are named in another.
+    """
     from lth.figures import plot_learning_curves, plot_sparsity_figure
     from lth.storage import atomic_write_csv, atomic_write_text
 
-    experiments = find_experiments(paths)
-    if not experiments:
-        raise FileNotFoundError(f"no results.csv under {', '.join(map(str, paths))}")
+    found = find_experiments(paths)
+    failed_jobs = list(failed_jobs or [])
+    if not found and not failed_jobs:
+        raise FileNotFoundError(f"no experiment under {', '.join(map(str, paths))} (no results.csv or experiment.json)")
+    experiments = [e for e in found if e.finished and e.rows]
+    unfinished = [e for e in found if not (e.finished and e.rows)]
     if out is None:
         if len(paths) == 1:
             out = Path(paths[0])
@@ -254,8 +337,10 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     settings = group_settings(experiments)
 
     md = ["# Lottery-ticket report", "",
-          f"{len(experiments)} experiment(s) in {len(settings)} setting(s); experiments that differ only in seed "
-          "are trials: mean with [min, max] over seeds.", ""]
+          f"{len(experiments)} finished experiment(s) in {len(settings)} setting(s); experiments that differ only in "
+          "seed are trials: mean with [min, max] over seeds."
+          + (f" **{len(unfinished)} unfinished** experiment(s) are listed at the end, not counted." if unfinished else "")
+          + (f" **{len(failed_jobs)} sweep job(s) failed** (listed at the end)." if failed_jobs else ""), ""]
     summary: list[dict] = []
     compare: dict[str, list[dict]] = {}
     for s in settings:
@@ -294,6 +379,14 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
         cmp_fig = fig_dir / "compare_lottery_ticket.png"
         plot_sparsity_figure(compare, cmp_fig, "winning tickets of every setting (mean, min/max over seeds)")
         md[4:4] = [f"![all settings]({cmp_fig.relative_to(out).as_posix()})", ""]
+    if unfinished:
+        md += ["## Unfinished experiments", "",
+               "Not all of their planned networks are trained, so they are not reported as results above. "
+               "Re-run each one's command to continue it.", "", unfinished_table(unfinished), ""]
+    if failed_jobs:
+        md += ["## Failed sweep jobs", "", "| job | overrides | error |", "|---:|:---|:---|"]
+        md += [f"| {j.get('num')} | `{j.get('overrides', '')}` | {str(j.get('error', '')).replace('|', '/')} "
+               f"(folder `{j.get('dir', '')}`, its run.log) |" for j in failed_jobs] + [""]
     cols = ["setting", "branch", "round", "weights_remaining", "trials", "diverged", "seeds"]
     cols += [c for m in METRICS for c in (m, f"{m}_min", f"{m}_max")]
     atomic_write_csv(out / "summary.csv", summary, cols)
@@ -309,8 +402,60 @@ except Exception:  # pragma: no cover - hydra is a dependency
     _HydraCallback = object
 
 
+@dataclass
+class JobFailed:
+    """What a sweep job that failed returns (``lth.run``): the sweep goes on and its report names it."""
+
+    message: str
+    user_error: bool = True  # a setting or file the user can fix (exit 2), else an unexpected failure (exit 1)
+
+
+@dataclass
+class SweepOutcome:
+    """How a sweep ended, for ``lth.run.main``'s exit status and last line."""
+
+    jobs: int
+    failed: list[dict]
+    report: Path | None = None
+    common: set[str] = field(default_factory=set)  # the overrides every job shares (left out of job names)
+
+    def summary(self) -> str:
+        names = "; ".join(f"job {j.get('num')} ({_job_name(j, self.common)})" for j in self.failed)
+        where = f"the sweep report {self.report} covers the others" if self.report else "no report was written"
+        return (f"{len(self.failed)} of {self.jobs} sweep jobs failed ({names}); each one's error is above and in its "
+                f"folder's run.log, and {where}")
+
+
+_SWEEP_OUTCOME: SweepOutcome | None = None
+
+
+def _job_name(record: dict, common: set[str]) -> str:
+    return " ".join(o for o in str(record.get("overrides", "")).split() if o not in common) or "no overrides"
+
+
+def take_sweep_outcome() -> SweepOutcome | None:
+    """The outcome of the sweep that just ended in this process (once), or None."""
+    global _SWEEP_OUTCOME
+    outcome, _SWEEP_OUTCOME = _SWEEP_OUTCOME, None
+    return outcome
+
+
+JOBS_DIR = ".jobs"  # <sweep>/.jobs/<num>.json: each job's status, written where the job ran
+
+
+def _job_records(sweep_dir: Path) -> list[dict]:
+    out = []
+    for path in sorted((sweep_dir / JOBS_DIR).glob("*.json"), key=lambda p: (len(p.stem), p.stem)):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 class SweepCallback(_HydraCallback):
-    """Pins the sweep folder for every job of a ``-m`` sweep and writes one report at its root."""
+    """Pins the sweep folder for every job of a ``-m`` sweep, records each job's status, and writes one
+    report at its root: the finished experiments, the unfinished ones and the failed jobs."""
 
     def __init__(self, report: bool = True, levels: list[float] | None = None):
         self.report = report
@@ -324,20 +469,47 @@ class SweepCallback(_HydraCallback):
             os.environ[SWEEP_ENV] = sweep_name(config)
         except Exception as exc:  # never stop a sweep for its folder's name
             log.warning("could not pin the sweep folder name (%s)", exc)
+        try:  # the job records of an earlier run of this sweep
+            for old in (Path(str(config.hydra.sweep.dir)) / JOBS_DIR).glob("*.json"):
+                old.unlink()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not clear the sweep's old job records (%s)", exc)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        """``wandb.finish()`` after every job, so the next job of a multirun starts its own run."""
+        """``wandb.finish()`` after every job, so the next job of a multirun starts its own run; in a sweep,
+        the job's status is recorded at the sweep root."""
         from lth.tracking import _quiet_finish
 
         _quiet_finish()
+        try:
+            if str(config.hydra.mode) not in ("MULTIRUN", "RunMode.MULTIRUN"):
+                return
+            from hydra.core.utils import JobStatus
+
+            from lth.storage import atomic_write_json
+
+            value = getattr(job_return, "_return_value", None)
+            record = {"num": int(config.hydra.job.num), "overrides": " ".join(job_return.overrides or []),
+                      "dir": str(config.hydra.runtime.output_dir), "status": "done"}
+            if job_return.status == JobStatus.FAILED:
+                record.update(status="failed", error=f"{value.__class__.__name__}: {value}", user_error=False)
+            elif isinstance(value, JobFailed):
+                record.update(status="failed", error=value.message, user_error=value.user_error)
+            atomic_write_json(Path(str(config.hydra.sweep.dir)) / JOBS_DIR / f"{record['num']}.json", record)
+        except Exception as exc:  # noqa: BLE001 - the record is a convenience; the job's own files are intact
+            log.warning("could not record the sweep job's status (%s: %s)", exc.__class__.__name__, exc)
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        global _SWEEP_OUTCOME
         from lth.identity import SWEEP_ENV
 
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        records = _job_records(sweep_dir)
+        failed = [r for r in records if r.get("status") == "failed"]
+        md = None
         try:
             if self.report:
-                sweep_dir = Path(str(config.hydra.sweep.dir))
-                md = report([sweep_dir], sweep_dir, self.levels)
+                md = report([sweep_dir], sweep_dir, self.levels, failed_jobs=failed)
                 log.info("Sweep report: %s", md)
                 print(f"\nSweep report: {md}", flush=True)
         except FileNotFoundError as exc:
@@ -347,30 +519,69 @@ class SweepCallback(_HydraCallback):
                         config.hydra.sweep.dir)
         finally:
             os.environ.pop(SWEEP_ENV, None)
+        common = set.intersection(*(set(str(r.get("overrides", "")).split()) for r in records)) \
+            if len(records) > 1 else set()
+        _SWEEP_OUTCOME = SweepOutcome(len(records), failed, md, common)
 
 
 # ---------------------------------------------------------------------- CLI
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one ``error:`` line (and where to find the usage), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _levels(values: list[str] | None) -> list[float] | None:
     if not values:
         return None
-    return [float(x) for v in values for x in v.replace(",", " ").split() if x]
+    out = []
+    for x in (x for v in values for x in v.replace(",", " ").split() if x):
+        try:
+            level = float(x)
+        except ValueError:
+            raise ValueError(f"--levels {x!r} is not a number: give %% of weights remaining, e.g. --levels 100 51.2 21"
+                             ) from None
+        if not 0 < level <= 100:
+            raise ValueError(f"--levels {x} is not a percentage of weights remaining in (0, 100], e.g. --levels 100 21")
+        out.append(level)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lth-report", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="lth-report", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="experiment or sweep folders (searched for results.csv)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the single PATH, else outputs/reports/<hash>)")
     parser.add_argument("--levels", nargs="*", default=None,
                         help="%% weights remaining for the learning curves, e.g. --levels 100 51.2 21 7 (nearest levels are used)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        md = report(args.paths, args.out, _levels(args.levels))
+        levels = _levels(args.levels)
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a file, not a folder")
+        unfinished = [e for e in find_experiments(args.paths) if not (e.finished and e.rows)]
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        md = report(args.paths, args.out, levels)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: could not write the report ({exc.strerror or exc}: {exc.filename}); choose another folder "
+              f"with --out DIR", file=sys.stderr)
+        return 2
     print(md.read_text())
+    if unfinished:
+        print(f"Unfinished (not reported as results; re-run each one's command to continue it): "
+              f"{', '.join(str(e.path) for e in unfinished)}")
     print(f"Report written to {md}")
     return 0
 

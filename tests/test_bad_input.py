@@ -1,0 +1,207 @@
+"""Bad input: every wrong setting is refused with exit status 2, exactly one ``error:`` line naming
+the setting, no traceback, and nothing on disk changed: an existing experiment folder stays
+byte-for-byte as it was (its ``.hydra/`` included) and a fresh command creates no folder.
+
+The table runs through ``lth.run.main()`` in this process (the same code path as ``python -m
+lth.run`` up to the refusal, which happens before Hydra runs the job); a few cases also run as
+real subprocesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+# A tiny experiment on the embedded digits; every case adds one wrong setting to it.
+BASE = ["experiment=quickstart", "train.iterations=20", "eval_every=10", "prune.rounds=1", "controls=[]",
+        "logger=none", "trainer=cpu", "trainer.enable_progress_bar=false"]
+
+# (id, overrides, what the error line must contain). Each runs against the existing experiment
+# folder (hydra.run.dir=<it>) and as a fresh command in an empty working folder.
+CASES = [
+    ("optimizer-name", ["optimizer.name=rmsprop"], "optimizer.name='rmsprop' is not known; choose optimizer.name=adam, adamw or sgd"),
+    ("weight-decay", ["optimizer.weight_decay=-1e-4"], "optimizer.weight_decay=-0.0001 must be a number >= 0"),
+    ("momentum", ["optimizer.name=sgd", "optimizer.momentum=-0.9"], "optimizer.momentum=-0.9 must be at least 0 and below 1"),
+    ("momentum-adam", ["optimizer.momentum=0.9"], "optimizer.momentum=0.9 is used by optimizer.name=sgd only"),
+    ("warmup", ["lr_warmup=true", "warmup.iterations=-5"], "warmup.iterations=-5 must be an integer >= 0"),
+    ("warmup-lr-gone", ["warmup.lr=-0.1"], "warmup.lr is not a setting of warmup"),
+    ("milestone", ["schedule.milestones=[100,abc]"], "schedule.milestones contains 'abc'"),
+    ("gamma", ["schedule.gamma=abc"], "schedule.gamma='abc' must be a positive number"),
+    ("batch-size", ["train.batch_size=5000"], "train.batch_size=5000 is larger than the training set of data=digits"),
+    ("val-size", ["data.val_size=2000"], "data.val_size=2000 must be smaller than the 1,437 examples"),
+    ("precision", ["trainer.precision=bogus"], "trainer.precision='bogus' is not known"),
+    ("accelerator", ["trainer.accelerator=tpu"], "trainer.accelerator='tpu' is not known"),
+    ("devices", ["trainer.devices=0"], "trainer.devices=0 must be a positive integer"),
+    ("strategy-lightning", ["trainer.strategy=dpp"], "trainer.strategy='dpp' is not known (did you mean ddp?)"),
+    ("seed-fraction", ["seed=1.5"], "seed=1.5 must be an integer >= 0"),
+    ("seed-word", ["seed=abc"], "seed='abc' must be an integer >= 0"),
+    ("bool-word", ["lr_warmup=yes"], "lr_warmup='yes' must be true or false"),
+    ("bool-number", ["mask_gradients=1"], "mask_gradients=1 must be true or false"),
+    ("exempt-typo", ["model.exempt=[*outptu*]"], "model.exempt contains '*outptu*', which matches no prunable tensor"),
+    ("controls-string", ["controls=reinit"], "controls=reinit must be a list: write controls=[reinit]"),
+    ("controls-unknown", ["controls=[reinti]"], "controls contains 'reinti' (did you mean reinit?)"),
+    ("prunes-everything", ["prune=global", "prune.rate=0.99", "prune.rounds=4"],
+     "at this rate at most 2 round(s) keep a weight: set prune.rounds=2"),
+    ("layer-emptied", ["prune.rounds=12", "model.rates.output=0.5"], "model.rates.output=0.5 with prune.rounds=12"),
+    ("rate", ["model.rates.fc=1.5"], "model.rates.fc=1.5 must be strictly between 0 and 1"),
+    ("global-rate", ["prune=global", "prune.rate=0"], "prune.rate=0 must be strictly between 0 and 1"),
+    ("rounds", ["prune.rounds=0"], "prune.rounds=0 must be a positive integer"),
+    ("iterations", ["train.iterations=-3"], "train.iterations=-3 must be a positive integer"),
+    ("eval-every", ["eval_every=0"], "eval_every=0 must be a positive integer"),
+    ("rewind", ["rewind_iteration=99999"], "rewind_iteration=99999 must be an integer in [0, train.iterations=20)"),
+    ("strategy", ["strategy=sideways"], "strategy='sideways' is not known"),
+    ("schedule", ["prune.schedule=sometimes"], "prune.schedule='sometimes' is not known"),
+    ("logger-mode", ["logger=wandb", "logger.mode=bogus"], "logger.mode='bogus' is not known"),
+    ("other-option-key", ["logger.mode=offline"], "logger.mode is not part of this configuration: the logger option"),
+    ("analysis", ["analysis.batchnorm=average"], "analysis.batchnorm='average' is not known"),
+    ("dropout", ["model.dropout=1.5"], "model.dropout=1.5 must be at least 0 and below 1"),
+    ("arch-type", ["model.arch.hidden=[300,a]"], "model.arch.hidden=[300, 'a'] does not fit lth.models.LeNet's hidden"),
+    ("arch-key", ["+model.arch.widht=3"], "model.arch.widht is not a setting of lth.models.LeNet"),
+    ("model-data", ["model=vgg11"], "model=vgg11 does not fit data=digits"),
+    ("unknown-key", ["+optimizer.weight_decy=0.1"], "optimizer.weight_decy is not a setting of optimizer; did you mean optimizer.weight_decay?"),
+    ("unknown-key-no-plus", ["model.rates.fcc=0.2"], "model.rates.fcc is not a setting of model.rates; did you mean model.rates.fc?"),
+    ("already-a-key", ["+seed=3"], "seed is already a setting"),
+    ("group-option", ["model=nope"], "model=nope is not an option of model; choose model=conv2"),
+    ("override-syntax", ["seed=["], "cannot read the override 'seed=['"),
+    ("sweep-without-m", ["seed=0,1"], "seed=0,1 is a sweep: add -m"),
+    ("missing-data", ["data=mnist", "data.root=/nonexistent/lth-data", "data.download=false"], "MNIST files not found under"),
+]
+if not torch.cuda.is_available():
+    CASES.append(("gpu-missing", ["trainer=gpu"], "trainer.accelerator=gpu (trainer=gpu or trainer=ddp) needs a CUDA GPU"))
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with the SHA-1 of its bytes (folders as 'dir')."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        out[rel] = "dir" if p.is_dir() else hashlib.sha1(p.read_bytes()).hexdigest()
+    return out
+
+
+def lth_run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lth.run", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def existing(tmp_path_factory) -> Path:
+    """A finished experiment made by a real ``python -m lth.run`` (its .hydra/ and run.log included)."""
+    folder = tmp_path_factory.mktemp("existing") / "exp"
+    proc = lth_run(*BASE, f"hydra.run.dir={folder}", cwd=folder.parent)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert (folder / ".hydra" / "config.yaml").exists() and (folder / "results.csv").exists()
+    return folder
+
+
+def run_in_process(args: list[str], capsys, monkeypatch, cwd: Path) -> tuple[int, str, str]:
+    import lth.run
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setattr(sys, "argv", ["lth.run", *args])
+    monkeypatch.setattr(lth.run, "_task_started", False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        lth.run.main()
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err
+
+
+def assert_refused(code: int, out: str, err: str, message: str) -> None:
+    assert code == 2, (code, out[-2000:], err[-2000:])
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], err[-2000:]
+    assert lines == errors, err[-2000:]  # nothing else on stderr (Hydra's multi-line messages included)
+
+
+@pytest.mark.parametrize("case_id,overrides,message", CASES, ids=[c[0] for c in CASES])
+def test_refused_against_the_existing_experiment(case_id, overrides, message, existing, capsys, monkeypatch, tmp_path):
+    before = tree(existing.parent)
+    code, out, err = run_in_process([*BASE, *overrides, f"hydra.run.dir={existing}"], capsys, monkeypatch, tmp_path)
+    assert_refused(code, out, err, message)
+    assert tree(existing.parent) == before  # byte for byte, .hydra/ included
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case_id,overrides,message", CASES, ids=[c[0] for c in CASES])
+def test_refused_as_a_fresh_command(case_id, overrides, message, capsys, monkeypatch, tmp_path):
+    code, out, err = run_in_process([*BASE, *overrides], capsys, monkeypatch, tmp_path)
+    assert_refused(code, out, err, message)
+    assert not any(tmp_path.iterdir())  # no outputs/ folder, no experiment folder
+
+
+def test_another_configuration_in_the_folder_is_refused_before_hydra_writes(existing, capsys, monkeypatch, tmp_path):
+    """A valid command for another experiment, pointed at this one's folder: refused, folder untouched."""
+    before = tree(existing.parent)
+    code, out, err = run_in_process([*BASE, "seed=7", f"hydra.run.dir={existing}"], capsys, monkeypatch, tmp_path)
+    assert_refused(code, out, err, "holds an experiment with another configuration")
+    assert tree(existing.parent) == before
+
+
+def test_unwritable_and_corrupt(tmp_path, data_dir, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    raw = tmp_path / "corrupt" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (data_dir / "MNIST" / "raw").iterdir():
+        if not f.name.endswith(".gz"):
+            (raw / f.name).symlink_to(f)
+    labels = bytearray((data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").read_bytes())
+    labels[100] ^= 0xFF
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))
+    work = tmp_path / "work"
+    work.mkdir()
+    before = tree(tmp_path)
+    for args, message in (
+        ([f"hydra.run.dir={blocker / 'exp'}"], "cannot be created"),
+        (["data=mnist", f"data.root={tmp_path / 'corrupt'}", "data.download=false"], "t10k-labels-idx1-ubyte is corrupt (MD5"),
+    ):
+        code, out, err = run_in_process([*BASE, *args], capsys, monkeypatch, work)
+        assert_refused(code, out, err, message)
+    assert tree(tmp_path) == before
+
+
+def test_sweep_whose_every_job_is_refused_writes_nothing(capsys, monkeypatch, tmp_path):
+    code, out, err = run_in_process(["-m", *BASE, "seed=0,1", "optimizer.name=rmsprop"], capsys, monkeypatch, tmp_path)
+    assert_refused(code, out, err, "every job of the sweep is refused: optimizer.name='rmsprop' is not known")
+    assert not any(tmp_path.iterdir())
+
+
+def test_true_subprocesses(existing, tmp_path):
+    """The same refusals from real ``python -m lth.run`` processes (all started at once)."""
+    before = tree(existing.parent)
+    cases = {
+        "precision": ([*BASE, "trainer.precision=bogus", f"hydra.run.dir={existing}"], "trainer.precision='bogus'", {}),
+        "prunes-everything": ([*BASE, "prune=global", "prune.rate=0.99", "prune.rounds=4", f"hydra.run.dir={existing}"],
+                              "at most 2 round(s)", {}),
+        "group-option": ([*BASE, "model=nope"], "model=nope is not an option of model", {}),
+        "sweep": (["-m", *BASE, "seed=1.5,2.5"], "every job of the sweep is refused: job 0 (seed=1.5): seed=1.5 must be", {}),
+    }
+    procs = {}
+    for name, (args, _, env) in cases.items():
+        (tmp_path / name).mkdir()
+        procs[name] = lth_run(*args, cwd=tmp_path / name, env=env)
+    full = tmp_path / "full"
+    full.mkdir()
+    procs["full"] = lth_run(*BASE, "seed=abc", cwd=full, env={"HYDRA_FULL_ERROR": "1"})
+    for name, (_, message, _) in cases.items():
+        out, err = procs[name].communicate(timeout=300)
+        assert_refused(procs[name].returncode, out, err, message)
+        assert not any((tmp_path / name).iterdir()), name
+    out, err = procs["full"].communicate(timeout=300)
+    assert procs["full"].returncode != 0 and "Traceback" in err and "ConfigError: seed='abc'" in err  # HYDRA_FULL_ERROR=1
+    assert tree(existing.parent) == before
