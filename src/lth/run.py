@@ -79,19 +79,59 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+_job_label = ""  # "job 3 (seed=1): " in a sweep, so that each error line names its job
+_last_failure = ""
+
+
 def _fail(message: str) -> None:
+    global _last_failure
+    _last_failure = message
     # Logged to the experiment's run.log only; the console gets the single ``error:`` line.
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {_job_label}{message}", file=sys.stderr, flush=True)
     sys.exit(USAGE_ERROR)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig):
     global _task_started
     _task_started = True
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return _sweep_job(cfg)
+    return _run(cfg)
+
+
+def _sweep_job(cfg: DictConfig):
+    """One job of a ``-m`` sweep: a refused or failed job is reported and recorded, and the sweep goes on
+    (``lth.report.SweepCallback`` names the failed jobs in the sweep report; ``main`` exits non-zero)."""
+    global _job_label
+    from lth.report import JobFailed
+
+    job = HydraConfig.get().job
+    _job_label = f"job {job.num} ({' '.join(HydraConfig.get().overrides.task)}): "
+    try:
+        _run(cfg)
+        return None
+    except SystemExit as exc:  # _fail: a problem the user can fix, already printed as one error: line
+        if isinstance(exc.code, int) and exc.code > 128:  # a signal stops the whole sweep
+            raise
+        if exc.code in (0, None):
+            return None
+        return JobFailed(_last_failure, user_error=exc.code == USAGE_ERROR)
+    except Exception as exc:  # noqa: BLE001 - a bug in one job must not stop the others
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.exception("%sfailed", _job_label)  # the traceback, on the console and in the job's run.log
+        return JobFailed(f"{exc.__class__.__name__}: {exc}", user_error=False)
+    finally:
+        _job_label = ""
+
+
+def _run(cfg: DictConfig) -> None:
     from lth.validation import ConfigError, check_output_dir, validate_config
 
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -144,12 +184,27 @@ def main() -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(USAGE_ERROR)
+    from lth.validation import check_command
+
+    try:  # compose and check the whole command (every job of a sweep) before Hydra creates or writes anything
+        check_command(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(USAGE_ERROR)
     try:
         hydra_main()
     except SystemExit as exc:
         if exc.code not in (0, None) and not _task_started:
             sys.exit(USAGE_ERROR)
         raise
+    from lth.report import take_sweep_outcome
+
+    outcome = take_sweep_outcome()
+    if outcome is not None and outcome.failed:
+        print(f"error: {outcome.summary()}", file=sys.stderr, flush=True)
+        sys.exit(USAGE_ERROR if all(f.get("user_error") for f in outcome.failed) else 1)
 
 
 if __name__ == "__main__":
