@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
 
 # A tiny experiment on the embedded digits; every case adds one wrong setting to it.
 BASE = ["experiment=quickstart", "train.iterations=20", "eval_every=10", "prune.rounds=1", "controls=[]",

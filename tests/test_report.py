@@ -112,7 +112,7 @@ def test_unfinished_experiments_are_listed_not_reported_as_results(seed_runs, tm
 
     assert main([str(root)]) == 0
     out = capsys.readouterr().out
-    assert f"Unfinished (not reported as results; re-run each one's command to continue it): " in out
+    assert "Unfinished (not reported as results; re-run each one's command to continue it): " in out
     assert str(partial.resolve()) in out and str(started.resolve()) in out
     text = (root / "report.md").read_text()
     assert "2 finished experiment(s) in 1 setting(s)" in text and "**2 unfinished** experiment(s)" in text

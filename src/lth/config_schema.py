@@ -300,7 +300,8 @@ class AnalysisConfig:
 
 @dataclass
 class LthConfig:
-    seed: int = non_negative_int(0, 1, "model initialisation and data order")
+    seed: int = _setting(0, Rule("an integer >= 0 and below 2^32", ge=0, lt=2**32, example=1),
+                         "model initialisation and data order")
     strategy: str = choice("reset", ("reset", "continue"))
     rewind_iteration: int = non_negative_int(0)
     lr_warmup: bool = flag(False)

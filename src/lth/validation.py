@@ -760,6 +760,6 @@ def _check_sweep(hydra: Any, cfg: DictConfig) -> CommandCheck:
         messages = list(dict.fromkeys(m for _, m in refused))
         if len(messages) == 1:
             raise ConfigError(messages[0] if len(jobs) == 1 else f"every job of the sweep is refused: {messages[0]}")
-        raise ConfigError(f"every job of the sweep is refused: " + "; ".join(
+        raise ConfigError("every job of the sweep is refused: " + "; ".join(
             f"job {i} ({o}): {m}" for i, (o, m) in enumerate(refused)))
     return CommandCheck(multirun=True, jobs=len(jobs), refused=refused)
