@@ -702,9 +702,9 @@ def check_command(argv: list[str], config_dir: str, config_name: str = "config",
     from hydra.types import RunMode
 
     args = get_args_parser().parse_args(argv)
-    if (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or args.config_dir
-            or args.config_path or args.resolve):
+    if args.help or args.hydra_help or args.shell_completion or args.config_dir or args.config_path:
         return None
+    show_only = bool(args.cfg or args.info)  # --cfg/--info: only Hydra's own errors are turned into one line
     config_name = args.config_name or config_name
     overrides = list(args.overrides)
     GlobalHydra.instance().clear()
@@ -718,6 +718,8 @@ def check_command(argv: list[str], config_dir: str, config_name: str = "config",
                                        with_log_configuration=False)
         except (HydraException, OmegaConfBaseException) as exc:
             raise ConfigError(hydra_error_message(exc, overrides)) from exc
+        if show_only:
+            return None
         if not multirun:
             _check_job(cfg, environment=True)
             _check_run_folder(cfg)
