@@ -1,9 +1,11 @@
 """Reports over experiments and sweeps: ``python -m lth.report PATH... [--out DIR] [--levels ...]``.
 
-Every ``results.csv`` under the given paths (searched recursively) is one experiment; its
-``config.yaml`` beside it says what was run. Experiments whose configurations differ only in
-``seed`` are *trials* of the same setting and are aggregated: mean with min/max over seeds.
-Written to ``--out`` (default: the single PATH given, else ``outputs/reports/<hash>``)::
+Every folder with a ``results.csv`` or ``experiment.json`` under the given paths (searched
+recursively) is one experiment; its ``config.yaml`` beside it says what was run. An experiment is
+*finished* when every network it plans (levels 0..prune.rounds of each of its branches) is in its
+``results.csv``; unfinished ones are listed in their own section of the report, never averaged in
+as results. Finished experiments whose configurations differ only in ``seed`` are *trials* of the
+same setting and are aggregated: mean with min/max over seeds. Written to ``--out`` (default: the single PATH given, else ``outputs/reports/<hash>``)::
 
     report.md                    a markdown table per setting, links to the figures
     summary.csv                  the aggregated rows (setting, branch, round, mean/min/max)
@@ -13,7 +15,10 @@ Written to ``--out`` (default: the single PATH given, else ``outputs/reports/<ha
     figures/compare_lottery_ticket.png     the ticket of every setting (when more than one)
 
 The Hydra callback :class:`SweepCallback` (registered in ``conf/config.yaml``) runs this over
-the sweep folder when a ``-m`` sweep ends, and pins the sweep folder name for the jobs.
+the sweep folder when a ``-m`` sweep ends, and pins the sweep folder name for the jobs. Each job's
+status is recorded in ``<sweep>/.jobs/<num>.json``; a job that failed (a refused setting, missing
+data, a crash) does not stop the others, and the report names it. Bad arguments of the command
+line give one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
