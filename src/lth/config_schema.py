@@ -171,8 +171,8 @@ def _check_arch(arch: dict) -> str | None:
         if key.startswith("_") or key in own:
             continue
         close = difflib.get_close_matches(key, own, n=1)
-        hint = f"did you mean model.arch.{close[0]}? " if close else ""
-        return f"model.arch.{key} is not a setting of {target}; {hint}(its settings: {', '.join(own) or 'none'})"
+        hint = f"; did you mean model.arch.{close[0]}?" if close else ""
+        return f"model.arch.{key} is not a setting of {target}{hint} (its settings: {', '.join(own) or 'none'})"
     missing = [n for n in own if params[n].default is inspect.Parameter.empty and n not in arch]
     if missing:
         return f"model.arch.{missing[0]} is missing: {target} needs it; set +model.arch.{missing[0]}=..."
