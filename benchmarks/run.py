@@ -243,22 +243,34 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
 # ----------------------------------------------------------------------------- evaluation share
 
 
-def eval_time(device, batch_size: int, reps: int) -> float:
-    """Median seconds of one paper-protocol evaluation (val 5K + test 10K) of a 10% LeNet-300-100."""
-    model = make_model("LeNet-300-100").to(device)
-    sparse_mask(model).apply_(model)
-    gen = torch.Generator().manual_seed(1)
-    splits = {s: (torch.randn(n, 1, 28, 28, generator=gen).to(device), torch.randint(0, 10, (n,), generator=gen).to(device))
-              for s, n in (("val", 5000), ("test", 10000))}
-    times = []
-    for _ in range(reps + 1):
-        sync(device)
-        t0 = time.perf_counter()
+class PaperEvaluation:
+    """One paper-protocol evaluation (val 5K + test 10K) of a 10% LeNet-300-100, as
+    ``PeriodicEvaluation`` runs it (``lth.training.evaluation.evaluate`` on each split)."""
+
+    def __init__(self, device, batch_size: int):
+        self.device, self.batch_size = device, batch_size
+        self.model = make_model("LeNet-300-100").to(device)
+        sparse_mask(self.model).apply_(self.model)
+        gen = torch.Generator().manual_seed(1)
+        self.splits = {s: (torch.randn(n, 1, 28, 28, generator=gen).to(device),
+                           torch.randint(0, 10, (n,), generator=gen).to(device))
+                       for s, n in (("val", 5000), ("test", 10000))}
+        self.run()  # warm-up
+
+    def run(self) -> tuple[float, float]:
+        """(wall-clock seconds, CPU seconds of this process) of one evaluation."""
+        sync(self.device)
+        t0, c0 = time.perf_counter(), time.process_time()
         for s in ("val", "test"):
-            evaluate(model, *splits[s], batch_size)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+            evaluate(self.model, *self.splits[s], self.batch_size)
+        sync(self.device)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def eval_time(device, batch_size: int, reps: int) -> float:
+    """Median wall-clock seconds of one paper-protocol evaluation (``PaperEvaluation``)."""
+    ev = PaperEvaluation(device, batch_size)
+    return statistics.median(ev.run()[0] for _ in range(reps))
 
 
 # ----------------------------------------------------------------------------- memory (subprocess)
@@ -384,14 +396,23 @@ def main(argv=None) -> int:
     rates: dict[str, dict[str, list[float]]] = {m: {v: [] for v in variants} for m in models}
     cpu_rates: dict[str, dict[str, list[float]]] = {m: {v: [] for v in variants} for m in models}
     data = {}
+    # (4) evaluation share of a LeNet round, paper protocol (val 5K + test 10K every 100 iterations):
+    # timed once per LeNet repetition, between its variants, so that it shares their conditions
+    ev_batch = int(compose(["logger=none"]).eval_batch_size)
+    paper_eval = PaperEvaluation(device, ev_batch)
+    eval_times: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for m in models:
             data[m] = Data(m, device, batch=quick_batch.get(m))
             steps, warmup = plan[m][0] + plan[m][1], plan[m][1]
+            timed = [*variants, "eval"] if m == "LeNet-300-100" else variants
             for rep in range(reps):
-                order = variants if rep % 2 == 0 else variants[::-1]  # interleaved, alternating order
+                order = timed if rep % 2 == 0 else timed[::-1]  # interleaved, alternating order
                 for v in order:
+                    if v == "eval":
+                        eval_times.append(paper_eval.run())
+                        continue
                     if v == "hand":
                         r = hand_loop(m, data[m], device, steps, warmup)
                     else:
@@ -399,11 +420,13 @@ def main(argv=None) -> int:
                     rates[m][v].append(r[0])
                     cpu_rates[m][v].append(r[1])
             del data[m]
-        # (4) evaluation share of a LeNet round, paper protocol (val 5K + test 10K every 100 iterations)
-        ev_batch = int(compose(["logger=none"]).eval_batch_size)
-        eval_s = eval_time(device, ev_batch, 1 if quick else max(3, reps))
-    lenet_rate = statistics.median(rates["LeNet-300-100"]["mask"]) if "LeNet-300-100" in models else float("nan")
-    train100_s = 100 / lenet_rate
+        if not eval_times:  # no LeNet in --models: time it on its own
+            eval_times = [paper_eval.run() for _ in range(1 if quick else max(3, reps))]
+    eval_s = statistics.median(t[0] for t in eval_times)
+    eval_cpu_s = statistics.median(t[1] for t in eval_times)
+    lenet = "LeNet-300-100" in models
+    train100_s = 100 / statistics.median(rates["LeNet-300-100"]["mask"]) if lenet else float("nan")
+    train100_cpu_s = 100 / statistics.median(cpu_rates["LeNet-300-100"]["mask"]) if lenet else float("nan")
     # (5) memory of a 10-round quick-start
     mem = run_memory_subprocess(2 if quick else 10, 20 if quick else 100, device, quick)
     total = time.perf_counter() - t_start
@@ -411,7 +434,8 @@ def main(argv=None) -> int:
     med = {m: {v: statistics.median(rs) for v, rs in vs.items()} for m, vs in rates.items()}
     cmed = {m: {v: statistics.median(rs) for v, rs in vs.items()} for m, vs in cpu_rates.items()}
     results = {"env": env, "rates": rates, "cpu_rates": cpu_rates, "median_steps_per_s": med, "median_steps_per_cpu_s": cmed, "eval_s": eval_s, "eval_batch_size": ev_batch,
-               "train_100_steps_s": train100_s, "memory": mem, "suite_wall_s": total}
+               "train_100_steps_s": train100_s, "eval_cpu_s": eval_cpu_s, "train_100_steps_cpu_s": train100_cpu_s,
+               "eval_times": eval_times, "memory": mem, "suite_wall_s": total}
     print(format_report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
@@ -468,6 +492,10 @@ def format_report(r: dict) -> str:
         f"    one evaluation {r['eval_s'] * 1000:.1f} ms; 100 lth training steps {r['train_100_steps_s'] * 1000:.1f} ms; "
         f"evaluation = {share * 100:.1f}% of training time, {round_share * 100:.1f}% of the round (training + evaluation)",
     ]
+    if "eval_cpu_s" in r:
+        cpu_round_share = r["eval_cpu_s"] / (r["train_100_steps_cpu_s"] + r["eval_cpu_s"])
+        lines.append(f"    in CPU time of this process: {r['eval_cpu_s'] * 1000:.1f} ms against "
+                     f"{r['train_100_steps_cpu_s'] * 1000:.1f} ms, {cpu_round_share * 100:.1f}% of the round")
     rs = mem["rss_mb"]
     first, last = min(k for k in rs if k >= 1), max(rs)
     growth = rs[last] / rs[first] - 1
