@@ -26,13 +26,12 @@ def test_ddp_two_cpu_processes_identical_masks(tmp_path):
            "trainer.enable_progress_bar=false", *OVERRIDES]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=560)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    runs = [p for p in (tmp_path / "outputs" / "runs").iterdir() if not p.name.startswith(".")]  # not .dense
     assert len(runs) == 1
     out = runs[0]
     logs = (out / "run.log").read_text() + (out / "train_ddp_process_1.log").read_text()
-    assert "Starting with 2 processes" in logs
     # sync_mask raises unless the all-gathered checksums agree: rounds 1 and 2, ticket and random_prune masks,
-    # on both ranks.
+    # on both ranks (two processes: the all-gather counted 2).
     assert logs.count("mask identical on all 2 ranks") == 8
     with open(out / "results.csv") as f:
         ddp_rows = list(csv.DictReader(f))

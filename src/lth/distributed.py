@@ -62,3 +62,10 @@ def sync_mask(mask):
         raise RuntimeError(f"masks differ across ranks after broadcast: checksums {values}")
     log.info("mask identical on all %d ranks (checksum %x)", len(values), values[0])
     return synced
+
+
+def barrier() -> None:
+    """Wait until every rank is here: files rank 0 wrote before it are then readable by all."""
+    dist = _group()
+    if dist is not None:
+        dist.barrier()

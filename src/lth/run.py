@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lth.identity import register_resolvers
+from lth.signals import Interrupted, install_process_handlers
 
 register_resolvers()
 log = logging.getLogger("lth")
@@ -158,6 +159,8 @@ def _run(cfg: DictConfig) -> None:
         experiment = Lottery(cfg, out_dir)
         experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
         experiment.run()
+    except Interrupted as exc:
+        _interrupted(exc, out_dir)
     except user_errors as exc:
         if full_error:
             raise
@@ -169,8 +172,24 @@ def _run(cfg: DictConfig) -> None:
               f"intact: free space (or fix the disk) and re-run the same command to continue the experiment")
 
 
+def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:
+    """SIGINT/SIGTERM (lth.training.interrupt): one line, exit 128 + the signal's number."""
+    where = f" in {out_dir}" if out_dir else ""
+    print(f"interrupted: {exc}{where}. Every finished round is saved; re-run the same command to continue.",
+          file=sys.stderr, flush=True)
+    sys.exit(exc.exit_code)
+
+
 def main() -> None:
     """The entry point (``python -m lth.run``, ``lth-run``); a configuration Hydra cannot compose (unknown option, bad override) exits with 2."""
+    install_process_handlers()  # SIGINT/SIGTERM raise Interrupted: no traceback, a non-zero exit
+    try:
+        _main()
+    except Interrupted as exc:
+        _interrupted(exc)
+
+
+def _main() -> None:
     from lth.validation import ConfigError, check_output_override
 
     # Hydra's parser wants flags before the overrides; accept `-m` anywhere on the line.

@@ -17,6 +17,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from lth.distributed import barrier
 from lth.identity import dense_hash
 from lth.storage import atomic_write_bytes, is_writer
 from lth.training.round import Training
@@ -46,6 +47,7 @@ def dense_round(lot) -> dict:
             _publish(theta_k, lot.layout.theta_k)
         for name in FILES:
             _publish(store / name, own / name)
+    barrier()  # DDP: the copies exist for every rank
     return row
 
 

@@ -60,6 +60,7 @@ class Lottery:
         self.extra_callbacks: list = []  # Lightning callbacks added to every Trainer (tests, tools)
         self.datamodule = None
         self.tracker: Tracker | None = None
+        self._masks: dict[int, Mask] = {}
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
@@ -105,6 +106,11 @@ class Lottery:
         return PruningRule(self.cfg.prune, self.new_model(self.seed))
 
     def ticket_mask(self, level: int) -> Mask:
+        if level not in self._masks:
+            self._masks[level] = self._ticket_mask(level)
+        return self._masks[level]
+
+    def _ticket_mask(self, level: int) -> Mask:
         path = self.layout.ticket_mask(level)
         if path.exists():
             return sync_mask(Mask.load(path))

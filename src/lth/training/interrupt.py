@@ -22,29 +22,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int, where: str = ""):
-        self.signum = signum
-        self.where = where
-        super().__init__(f"interrupted by {signal.Signals(signum).name}{' ' + where if where else ''}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-def _raise(signum, frame):
-    raise Interrupted(signum)
-
-
-def install_process_handlers() -> None:
-    """Outside training, SIGINT and SIGTERM raise :class:`Interrupted` (no traceback, non-zero exit)."""
-    if threading.current_thread() is threading.main_thread():
-        for s in SIGNALS:
-            signal.signal(s, _raise)
+from lth.signals import SIGNALS, Interrupted
 
 
 class SaveOnSignal(pl.Callback):

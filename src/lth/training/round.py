@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from torch import nn
 
+from lth.distributed import barrier
 from lth.results import read_row
 from lth.pruning import Mask
 from lth.storage import atomic_torch_save, atomic_write_csv, atomic_write_json, load_tensors
@@ -162,6 +163,7 @@ class RoundTrainer:
         atomic_write_json(t.folder / "row.json", row)  # the completion marker, written last
         for ckpt in ckpt_dir.glob("*.ckpt"):
             ckpt.unlink(missing_ok=True)
+        barrier()  # DDP: every rank reads what rank 0 wrote (final.pt, row.json) from here on
         if self.tracker:
             self.tracker.level(row)
         log.info("round %d %s: test acc at early stop %.4f (iteration %s), final %.4f, %.1fs", t.level, t.branch,
@@ -191,6 +193,7 @@ class RoundTrainer:
                                       length=until - t.start_iteration, group=group)
         log.info("replaying the dense round's first %d iterations for θ%d", until, until)
         trainer.fit(module, train_dataloaders=stream)
+        barrier()
 
 
 def load_final(folder: Path) -> dict[str, torch.Tensor]:
