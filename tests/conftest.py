@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from lth.naming import register_resolvers
+from lth.identity import register_resolvers
 from lth.run import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
