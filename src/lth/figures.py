@@ -22,19 +22,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLo
 
 from lth.storage import atomic_write_bytes  # noqa: E402
 
-# The style of each branch in every figure; ``register_branch_style`` adds one. The ticket is
-# drawn solid and on top; controls dashed; pruning-at-initialisation methods dotted.
-BRANCH_STYLE: dict[str, dict] = {
-    "ticket": dict(color="tab:blue", marker="o", linestyle="-", label="winning ticket", zorder=4),
-    "continued": dict(color="tab:purple", marker="v", linestyle="-", label="continued training (search)"),
-    "reinit": dict(color="tab:orange", marker="s", linestyle="--", label="random reinit"),
-    "random_prune": dict(color="tab:green", marker="^", linestyle="--", label="random pruning"),
-    "snip": dict(color="tab:red", marker="D", linestyle=":", label="SNIP (at init)"),
-    "grasp": dict(color="tab:brown", marker="P", linestyle=":", label="GraSP (at init)"),
-    "synflow": dict(color="tab:pink", marker="X", linestyle=":", label="SynFlow (at init)"),
-    "magnitude_init": dict(color="tab:gray", marker="<", linestyle=":", label="magnitude at init"),
-    "instability": dict(color="tab:olive", marker=">", linestyle="-.", label="instability (two copies)"),
-}
+# The style of each branch in every figure: the ``style`` of its class in the branch registry
+# (the ticket solid and on top, controls dashed, pruning at initialisation dotted).
+BRANCH_STYLE: dict[str, dict] = {}  # filled by lth.lottery.branches.register from each branch's ``style``
 # For names not registered (new branches, the report's setting labels): colors and markers
 # not used above first, then the rest.
 _FALLBACK_COLORS = ["tab:cyan", "black", "gold", "navy", "teal", "crimson", "darkkhaki", "slateblue",
@@ -54,6 +44,8 @@ def register_branch_style(name: str, **style) -> None:
 def branch_style(name: str, index: int = 0) -> dict:
     """The style of branch ``name``; for an unknown name, one derived from ``index`` (its rank
     among the unknown names of a figure), labelled with the name itself."""
+    import lth.lottery.branches  # noqa: F401  (registers every branch's style)
+
     if name in BRANCH_STYLE:
         return dict(BRANCH_STYLE[name])
     return dict(color=_FALLBACK_COLORS[index % len(_FALLBACK_COLORS)],

@@ -27,7 +27,10 @@ REGISTRY: dict[str, type[Branch]] = {}
 
 
 def register(cls: type[Branch]) -> type[Branch]:
+    from lth.figures import register_branch_style
+
     REGISTRY[cls.name] = cls
+    register_branch_style(cls.name, **cls.style)
     return cls
 
 
@@ -80,7 +83,7 @@ class Ticket(Branch):
     """IMP's winning ticket; level 0 is the dense network trained from θ0."""
 
     name = "ticket"
-    style = dict(color="tab:blue", marker="o", label="winning ticket")
+    style = dict(color="tab:blue", marker="o", linestyle="-", label="winning ticket", zorder=4)
     control = False
     first_level = 0
     keep_final = True
@@ -97,7 +100,7 @@ class Continued(Branch):
     """Strategy 2's search: keeps training the pruned network between rounds (``strategy=continue``)."""
 
     name = "continued"
-    style = dict(color="tab:purple", marker="v", label="continued training (search)")
+    style = dict(color="tab:purple", marker="v", linestyle="-", label="continued training (search)")
     control = False
     keep_final = True
 
@@ -110,7 +113,7 @@ class Reinit(Branch):
     """Control: the ticket's mask with a fresh random initialisation θ0'."""
 
     name = "reinit"
-    style = dict(color="tab:orange", marker="s", label="random reinit")
+    style = dict(color="tab:orange", marker="s", linestyle="--", label="random reinit")
 
     def start_state(self, level: int) -> dict[str, torch.Tensor]:
         return self.lot.new_model(branch_seed(self.lot.seed, level, self.name)).state_dict()
@@ -121,7 +124,7 @@ class RandomPrune(Branch):
     """Control: a random mask with the ticket's per-tensor counts, from θ0 (θK)."""
 
     name = "random_prune"
-    style = dict(color="tab:green", marker="^", label="random pruning")
+    style = dict(color="tab:green", marker="^", linestyle="--", label="random pruning")
 
     def mask(self, level: int) -> Mask:
         seed = branch_seed(self.lot.seed, level, self.name)

@@ -22,8 +22,10 @@ from lth.lottery.branches import Branch, branch_seed, register
 from lth.pruning import Mask
 
 CHECKS = ("shuffle", "reinit", "invert")
-COLORS = {"snip": "tab:red", "grasp": "tab:brown", "synflow": "tab:pink", "magnitude_init": "tab:olive"}
-LINESTYLES = {"": "-", "shuffle": ":", "reinit": "-.", "invert": (0, (1, 3))}
+COLORS = {"snip": "tab:red", "grasp": "tab:brown", "synflow": "tab:pink", "magnitude_init": "tab:gray"}
+MARKERS = {"snip": "D", "grasp": "P", "synflow": "X", "magnitude_init": "<"}
+NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "magnitude_init": "magnitude"}
+LINESTYLES = {"": ":", "shuffle": (0, (1, 3)), "reinit": (0, (3, 1, 1, 1)), "invert": (0, (5, 5))}
 
 
 class PruningAtInit(Branch):
@@ -58,8 +60,9 @@ class PruningAtInit(Branch):
 
 def _define(method: str, check: str) -> type[PruningAtInit]:
     name = f"{method}_{check}" if check else method
-    label = f"{method.replace('_init', ' at init')}" + (f" ({check})" if check else "")
-    style = dict(color=COLORS[method], marker="D" if not check else "x", linestyle=LINESTYLES[check], label=label)
+    label = f"{NAMES[method]} (at init)" + (f", {check}" if check else "")
+    style = dict(color=COLORS[method], marker=MARKERS[method] if not check else "x", linestyle=LINESTYLES[check],
+                 label=label)
     cls = type(f"PruningAtInit_{name}", (PruningAtInit,), {"name": name, "method": method, "check": check,
                                                               "style": style, "__doc__": f"{label}: {__doc__.split(chr(10))[0]}"})
     return register(cls)

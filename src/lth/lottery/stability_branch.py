@@ -27,7 +27,7 @@ STABLE = 0.02  # the paper's threshold on the barrier
 @register
 class Instability(Branch):
     name = "instability"
-    style = dict(color="tab:gray", marker="P", linestyle="--", label="ticket copy (other SGD noise)")
+    style = dict(color="tab:olive", marker=">", linestyle="-.", label="ticket copy (other SGD noise)")
     control = False
     switch = "instability"
     first_level = 0
