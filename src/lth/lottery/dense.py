@@ -31,6 +31,7 @@ def dense_round(lot) -> dict:
     need_theta_k = k > 0 and not lot.layout.theta_k.exists()
     row = lot.trainer.finished(own, keep_final=True)
     if row is not None and not need_theta_k:
+        lot.progress.training_skipped()
         return row
     store = lot.layout.dense_store(dense_hash(lot.cfg))
     theta_k = store / f"theta_{k:07d}.pt"

@@ -31,6 +31,7 @@ from lth.lottery.dense import dense_round
 from lth.lottery.layout import FORMAT, Layout, check_experiment_json
 from lth.lottery.outputs import collect_rows, print_summary, write_outputs
 from lth.models import build_model
+from lth.progress import ExperimentProgress, LotteryProgressBar
 from lth.pruning import Mask
 from lth.pruning.rule import PruningRule
 from lth.storage import atomic_torch_save, atomic_write_json, atomic_write_text, load_tensors
@@ -61,12 +62,17 @@ class Lottery:
         self.datamodule = None
         self.tracker: Tracker | None = None
         self._masks: dict[int, Mask] = {}
+        self.progress = ExperimentProgress(0)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
         self.claim_folder()
         self.setup_data()
         self.tracker = Tracker(self.cfg, self.dir, self.name, run_id=f"{self.name[-8:]}-{experiment_hash(self.cfg)}")
+        planned = sum(self.rounds + 1 - b.first_level for b in self.branches)
+        self.progress = ExperimentProgress(planned, levels=self.rounds + 1)
+        self.trainer.progress_bar = lambda t: LotteryProgressBar(self.progress, t.level, self.rounds + 1, t.branch,
+                                                                 t.mask.weights_remaining())
         rows: list[dict] = []
         try:
             for level in range(self.rounds + 1):
@@ -86,7 +92,9 @@ class Lottery:
             return dense_round(self)
         folder = self.layout.branch(level, branch.name)
         row = self.trainer.finished(folder, branch.keep_final)
-        if row is None:
+        if row is not None:
+            self.progress.training_skipped()
+        else:
             training = Training(level, branch.name, folder, branch.mask(level), self.model_at(branch.start_state(level)),
                                 branch.start_iteration(level), branch.data_seed(level), branch.keep_final)
             row = self.trainer.train(training)
