@@ -36,19 +36,14 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_
               "xla_debug", "xla", "single_tpu")
 PROFILERS = ("simple", "advanced", "pytorch", "xla")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-PRUNABLE_KINDS = ("conv", "fc", "output")
+PRUNABLE_KINDS = ("conv", "fc", "output")  # the kinds of lth.pruning.prunable_tensors
 
 
 def control_names() -> tuple[str, ...]:
     """The branches selectable with ``controls=[...]`` (the registry of ``lth.lottery.branches``)."""
-    try:
-        from lth.lottery.branches import CONTROLS
+    from lth.lottery.branches import CONTROLS
 
-        if CONTROLS:
-            return tuple(CONTROLS)
-    except ImportError:
-        pass
-    return ("reinit", "random_prune")
+    return CONTROLS
 
 
 @dataclass(frozen=True)

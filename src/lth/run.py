@@ -70,14 +70,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from lth.storage import CorruptFileError
     from lth.validation import ConfigError
 
-    types = [ConfigError, ExperimentError, DatasetNotFoundError, CorruptFileError]
-    try:
-        from lth.data.integrity import DatasetCorruptError
+    from lth.data.integrity import DatasetCorruptError
 
-        types.append(DatasetCorruptError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
+    return (ConfigError, ExperimentError, DatasetNotFoundError, CorruptFileError, DatasetCorruptError)
 
 
 _job_label = ""  # "job 3 (seed=1): " in a sweep, so that each error line names its job

@@ -61,10 +61,6 @@ class OnDeviceDataModule(pl.LightningDataModule):
         self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
         return self
 
-    @property
-    def device(self) -> torch.device:
-        return self.splits["train"][0].device
-
     def sizes(self) -> dict[str, int]:
         return {k: len(y) for k, (_, y) in self.splits.items()}
 
@@ -74,6 +70,3 @@ class OnDeviceDataModule(pl.LightningDataModule):
     ) -> BatchStream:
         x, y = self.splits["train"]
         return BatchStream(x, y, batch_size, seed, end, position, self.augment, length, group)
-
-    def train_dataloader(self) -> BatchStream:  # Lightning's hook; experiments call train_stream directly
-        return self.train_stream(batch_size=60, seed=0, end=len(self.splits["train"][1]) // 60)

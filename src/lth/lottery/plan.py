@@ -15,6 +15,7 @@ continues an interrupted experiment and adding a branch trains only that branch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +41,12 @@ from lth.training.device import resolve_device
 from lth.training.round import RoundTrainer, Training
 
 log = logging.getLogger("lth")
+
+
+def run_id(cfg: DictConfig, folder: Path) -> str:
+    """The W&B run of this experiment in this folder: its hash, and the folder's (two folders of one
+    configuration are two runs)."""
+    return f"{experiment_hash(cfg)}-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:6]}"
 
 
 class ExperimentError(RuntimeError):
@@ -68,7 +75,7 @@ class Lottery:
     def run(self) -> list[dict]:
         self.claim_folder()
         self.setup_data()
-        self.tracker = Tracker(self.cfg, self.dir, self.name, run_id=f"{self.name[-8:]}-{experiment_hash(self.cfg)}")
+        self.tracker = Tracker(self.cfg, self.dir, self.name, run_id=run_id(self.cfg, self.dir))
         planned = sum(self.rounds + 1 - b.first_level for b in self.branches)
         self.progress = ExperimentProgress(planned, levels=self.rounds + 1)
         self.trainer.progress_bar = lambda t: LotteryProgressBar(self.progress, t.level, self.rounds + 1, t.branch,

@@ -13,9 +13,6 @@ from dataclasses import dataclass
 
 from torch import nn
 
-KINDS = ("conv", "fc", "output")
-
-
 @dataclass(frozen=True)
 class PrunableTensor:
     name: str  # parameter name, e.g. "layers.0.weight"
