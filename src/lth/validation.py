@@ -123,15 +123,9 @@ def _fix(rule: Rule, key: str) -> str:
 
 
 def _scalar_type_ok(value: Any, tp: Any) -> bool:
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    return True
+    from lth.config_schema import _matches
+
+    return _matches(value, tp) if tp in (bool, int, float, str) else True
 
 
 def _wrong_type(key: str, value: Any, tp: Any, rule: Rule, item_of: str | None = None) -> ConfigError:
