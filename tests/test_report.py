@@ -80,6 +80,33 @@ def test_pick_levels():
     assert len(pick_levels(levels, None)) == 5 and pick_levels(levels, None)[0] == 100.0
 
 
+# ---------------------------------------------------------------------- rewind sweeps
+def test_rewind_sweep_figure_and_table_match_each_experiments_results(tmp_path):
+    """Settings that differ only in rewind_iteration: figures/rewind_sweep.png and a table of the ticket's
+    test accuracy at early stop and the instability branch's error barrier per K and level."""
+    root = tmp_path / "rewind"
+    rewinds = (0, 10, 20)
+    for k in rewinds:
+        Lottery(compose_config(["experiment=quickstart", *FAST, "controls=[]", "train.iterations=40", "eval_every=10",
+                                "prune.rounds=1", "instability=true", f"rewind_iteration={k}"]), root / f"k{k}").run()
+    text = report([root]).read_text()
+    fig = root / "figures" / "rewind_sweep.png"
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 10_000
+    assert "## Rewind sweep" in text and "](figures/rewind_sweep.png)" in text
+    section = text.split("## Rewind sweep", 1)[1]
+    table = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    cells = {(int(c[1]), int(c[2])): c for c in ([x.strip() for x in line.strip("|").split("|")] for line in table)}
+    assert sorted(cells) == [(rnd, k) for rnd in (0, 1) for k in rewinds]
+    for k in rewinds:
+        rows = {(int(r["round"]), r["branch"]): r for r in _csv(root / f"k{k}" / "results.csv")}
+        for rnd in (0, 1):
+            remaining, _, _, trials, acc, barrier = cells[(rnd, k)]
+            ticket, copy = rows[(rnd, "ticket")], rows[(rnd, "instability")]
+            assert remaining == f"{float(ticket['weights_remaining']):.2f}" and trials == "1"
+            assert acc == f"{100 * float(ticket['test_acc_at_es']):.2f}"
+            assert barrier == f"{100 * float(copy['instability']):.2f}"
+
+
 # ---------------------------------------------------------------------- unfinished experiments
 def _copy(src: Path, dst: Path) -> Path:
     import shutil

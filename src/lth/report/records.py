@@ -1,0 +1,124 @@
+"""Finding experiments on disk and reading them: ``results.csv``, ``config.yaml``, finished or not.
+
+Every folder with a ``results.csv`` or ``experiment.json`` under the given paths (searched
+recursively, hidden folders such as ``.dense`` excluded) is one experiment. It is *finished* when
+every network it plans (levels 0..prune.rounds of each of its branches) is in its ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("lth")
+
+
+@dataclass
+class ExperimentRecord:
+    path: Path
+    config: dict
+    rows: list[dict]
+    missing: list[tuple[int, str]] = field(default_factory=list)  # planned (level, branch) not trained yet
+    marked_incomplete: bool = False  # experiment.json says so
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    @property
+    def finished(self) -> bool:
+        return not self.missing and not self.marked_incomplete
+
+
+def _number(value: str) -> Any:
+    if value in ("True", "False"):
+        return value == "True"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(f) if re.fullmatch(r"-?\d+", value or "") else f
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _load_config(exp_dir: Path) -> dict:
+    path = exp_dir / "config.yaml"
+    if not path.exists():
+        return {}
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    except Exception as exc:  # a damaged config still lets the results be reported
+        log.warning("could not read %s (%s)", path, exc)
+        return {}
+
+
+def planned_cells(config: dict) -> set[tuple[int, str]] | None:
+    """Every (level, branch) the experiment of ``config`` trains: levels 0..prune.rounds of each of
+    its branches (``lth.lottery.branches``) from the branch's first level. None: not known."""
+    try:
+        rounds = int(config["prune"]["rounds"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    try:
+        from lth.lottery.branches import REGISTRY, selected
+
+        firsts = {name: int(getattr(REGISTRY[name], "first_level", 1)) for name in selected(config)}
+    except ImportError:  # the branches of the experiment module before lth.lottery
+        names = ["ticket", *(["continued"] if config.get("strategy") == "continue" else []),
+                 *[str(c) for c in config.get("controls", []) or []]]
+        firsts = {n: 0 if n == "ticket" else 1 for n in names}
+    return {(level, name) for name, first in firsts.items() for level in range(first, rounds + 1)}
+
+
+def _missing(config: dict, rows: list[dict]) -> list[tuple[int, str]]:
+    """The planned (level, branch) pairs not in ``rows``; an experiment that stopped because its
+    search diverged (nothing left to prune from) is complete up to that level."""
+    planned = planned_cells(config)
+    if planned is None:
+        return []
+    done = {(int(r["round"]), str(r["branch"])) for r in rows}
+    search = "continued" if config.get("strategy") == "continue" else "ticket"  # whose weights are pruned next
+    stops = [int(r["round"]) for r in rows if r.get("diverged") in (True, "True")
+             and r.get("branch") == (search if int(r["round"]) > 0 else "ticket")]
+    if stops:
+        planned = {(lvl, b) for lvl, b in planned if lvl <= min(stops)}
+    return sorted(planned - done)
+
+
+def _marked_incomplete(exp_dir: Path) -> bool:
+    try:
+        marker = json.loads((exp_dir / "experiment.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("complete") is False
+
+
+def find_experiments(paths: list[Path | str]) -> list[ExperimentRecord]:
+    """Every experiment folder under ``paths`` (one with ``results.csv`` or ``experiment.json``),
+    finished or not; folders under hidden ones (``.dense``, ``.hydra``, ``.jobs``) are not experiments."""
+    found: dict[Path, ExperimentRecord] = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist")
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p} is not a folder (give experiment or sweep folders)")
+        markers = [*p.rglob("results.csv"), *p.rglob("experiment.json")]
+        for marker in sorted(markers):
+            exp_dir = marker.parent.resolve()
+            if exp_dir in found or any(part.startswith(".") for part in marker.relative_to(p).parts[:-1]):
+                continue
+            rows = read_csv(exp_dir / "results.csv") if (exp_dir / "results.csv").exists() else []
+            config = _load_config(exp_dir)
+            found[exp_dir] = ExperimentRecord(exp_dir, config, rows, _missing(config, rows), _marked_incomplete(exp_dir))
+    return list(found.values())
