@@ -310,10 +310,15 @@ def memory_probe(rounds: int, iterations: int, device: torch.device, quick: bool
     return out
 
 
-def run_memory_subprocess(rounds: int, iterations: int, device: torch.device, quick: bool = False) -> dict:
+def run_memory_subprocess(rounds: int, iterations: int, device: torch.device, quick: bool = False,
+                          threads: int | None = None) -> dict:
+    """``memory_probe`` in a fresh process, with the suite's ``--threads`` (two torch threads on a
+    2-core machine whose other core is busy can run 10-100x slower: BENCHMARKS.md)."""
     cmd = [sys.executable, "-m", "benchmarks.run", "--memory-probe", str(rounds), str(iterations), "--device", str(device)]
     if quick:
         cmd.append("--quick")
+    if threads:
+        cmd += ["--threads", str(threads)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
@@ -428,7 +433,7 @@ def main(argv=None) -> int:
     train100_s = 100 / statistics.median(rates["LeNet-300-100"]["mask"]) if lenet else float("nan")
     train100_cpu_s = 100 / statistics.median(cpu_rates["LeNet-300-100"]["mask"]) if lenet else float("nan")
     # (5) memory of a 10-round quick-start
-    mem = run_memory_subprocess(2 if quick else 10, 20 if quick else 100, device, quick)
+    mem = run_memory_subprocess(2 if quick else 10, 20 if quick else 100, device, quick, args.threads)
     total = time.perf_counter() - t_start
 
     med = {m: {v: statistics.median(rs) for v, rs in vs.items()} for m, vs in rates.items()}
