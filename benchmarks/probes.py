@@ -4,6 +4,7 @@ multiply and dense evaluation, timed in plain loops (no Lightning) so only the t
     python -m benchmarks.probes mask --threads 1   # steps/s: dense / mask multiply / gradient hook / survivors-only
     python -m benchmarks.probes eval --threads 1   # ms per evaluation of a 784->300 layer on 15K inputs
     python -m benchmarks.probes optimizer --threads 1  # mask multiply vs optimizer.compile=true, paired
+    python -m benchmarks.probes progress --threads 1   # lth's LeNet step with and without a run's progress bar
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from benchmarks.run import Data, hand_step, make_model, permuted_batches, sparse_mask, timed_loop
+from benchmarks.run import Data, hand_step, lth_step, make_model, permuted_batches, sparse_mask, timed_loop
 from lth.training.module import OptimizerSettings, skip_capture_check
 from lth.pruning import MaskEnforcer
 
@@ -123,6 +124,34 @@ def paired_optimizer_ratios(rounds: int = 200, chunk: int = 10) -> dict[str, flo
     return {v: statistics.median(rs) for v, rs in ratios.items()}
 
 
+def progress_bar_cost(reps: int = 3, steps: int = 400, warmup: int = 20) -> dict[str, float]:
+    """lth+mask LeNet-300-100 steps/s through the suite's ``lth_step`` without a progress bar (as the
+    suite times it) and with the ``LotteryProgressBar`` a run draws by default, interleaved, the bar
+    writing to /dev/null. Returns the medians and the median per-repetition ratio (with / without)."""
+    import contextlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from benchmarks.run import quiet_lightning
+    from lth.progress import ExperimentProgress, LotteryProgressBar
+
+    quiet_lightning()
+    device = torch.device("cpu")
+    data = Data("LeNet-300-100", device)
+    progress = ExperimentProgress(21, levels=11)
+    rates: dict[str, list[float]] = {"no bar": [], "bar": []}
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        for rep in range(reps):
+            for v in (("no bar", "bar") if rep % 2 == 0 else ("bar", "no bar")):
+                bar = (LotteryProgressBar(progress, 3, 11, "ticket", 51.2),) if v == "bar" else ()
+                rates[v].append(lth_step("LeNet-300-100", data, device, steps + warmup, warmup, "mask",
+                                         Path(tmp) / f"{v}-{rep}", progress_bar=bool(bar), extra_callbacks=bar)[0])
+    out = {v: statistics.median(r) for v, r in rates.items()}
+    out["ratio"] = statistics.median(b / a for a, b in zip(rates["no bar"], rates["bar"]))
+    return out
+
+
 def embedding_bag_linear(xt_blocks, w: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
     """``F.linear`` on each block, from the transposed blocks (in_features x block) and the
     weight's non-zeros: output unit j is the bag of input rows j connects to, weighted."""
@@ -156,7 +185,7 @@ def first_layer_eval(method: str, density: float, block: int = 128) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["mask", "eval", "optimizer"])
+    ap.add_argument("probe", choices=["mask", "eval", "optimizer", "progress"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args(argv)
@@ -172,6 +201,10 @@ def main(argv=None) -> int:
                 for v in variants:
                     rates[v].append(masked_lenet_loop(v, keep))
             print(f"{keep:>4.0%}  " + "  ".join(f"{statistics.median(rates[v]):>10.1f}" for v in variants))
+    elif args.probe == "progress":
+        r = progress_bar_cost(args.reps)
+        print(f"lth+mask LeNet-300-100 steps/s: without a progress bar {r['no bar']:.1f}, with LotteryProgressBar "
+              f"{r['bar']:.1f}; with / without, median per repetition {r['ratio']:.3f}x")
     elif args.probe == "optimizer":
         print("speed relative to fused Adam without a mask (median of paired 10-step chunks):")
         for rep in range(args.reps):

@@ -187,13 +187,14 @@ class StepTimer(pl.Callback):
 
 
 def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: str, tmp: Path,
-             progress_bar: bool = False, batch: int | None = None) -> tuple[float, float]:
+             progress_bar: bool = False, batch: int | None = None, extra_callbacks: tuple = ()) -> tuple[float, float]:
     """lth's training step: LotteryModule through the real Trainer from ``RoundTrainer.make_trainer``,
     with the callbacks of a round (periodic evaluation, ``SaveOnSignal`` and checkpointing; no
     evaluation or checkpoint falls in the timed window), fed by a BatchStream. ``variant``: mask
     (MaskEnforcer, ~10% remaining), dense (no mask), torch_prune (no MaskEnforcer;
     torch.nn.utils.prune reparametrisation instead); mask_compiled and dense_compiled: mask and
-    dense with ``optimizer.compile=true``."""
+    dense with ``optimizer.compile=true``. ``progress_bar``: Lightning's bar on (a
+    ``TQDMProgressBar(refresh_rate=25)`` unless ``extra_callbacks`` holds a progress bar)."""
     from lth.training.interrupt import SaveOnSignal
     from lth.training.lean_trainer import RoundCheckpoint
 
@@ -226,7 +227,7 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
     # the callbacks of RoundTrainer.train, in its order, then the timer
     callbacks = [evaluation, SaveOnSignal(tmp / "ckpt" / "last.ckpt", "during the benchmark"),
                  RoundCheckpoint(dirpath=str(tmp / "ckpt"), filename="last", every_n_train_steps=10**9,
-                                 save_top_k=-1, save_last=False, enable_version_counter=False), timer]
+                                 save_top_k=-1, save_last=False, enable_version_counter=False), *extra_callbacks, timer]
     trainer = RoundTrainer(cfg, None).make_trainer(tmp / "branch", steps, callbacks)
     # group size as a round would choose it, with group boundaries at the warm-up and the end
     group = steps_per_call(int(cfg.trainer.steps_per_call), warmup, steps)

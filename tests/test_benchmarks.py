@@ -42,6 +42,8 @@ def test_probes_keep_pruned_weights_at_zero_and_time_every_evaluation_method():
     if COMPILER:  # verifies that the masked variants kept pruned weights at 0
         ratios = probes.paired_optimizer_ratios(rounds=2, chunk=2)
         assert set(ratios) == {"multiply", "compiled_dense", "compiled_mask"} and all(r > 0 for r in ratios.values())
+    bar = probes.progress_bar_cost(reps=1, steps=20, warmup=20)
+    assert set(bar) == {"no bar", "bar", "ratio"} and all(v > 0 for v in bar.values())
     x, w, b = torch.randn(50, 784), torch.randn(300, 784) * (torch.rand(300, 784) < 0.1), torch.randn(300)
     (out,) = probes.embedding_bag_linear([x.t().contiguous()], w, b)
     torch.testing.assert_close(out, F.linear(x, w, b), rtol=0, atol=1e-4)  # the same layer
