@@ -31,7 +31,7 @@ CASES = [
     ("momentum", ["optimizer.name=sgd", "optimizer.momentum=-0.9"], "optimizer.momentum=-0.9 must be at least 0 and below 1"),
     ("momentum-adam", ["optimizer.momentum=0.9"], "optimizer.momentum=0.9 is used by optimizer.name=sgd only"),
     ("warmup", ["lr_warmup=true", "warmup.iterations=-5"], "warmup.iterations=-5 must be an integer >= 0"),
-    ("warmup-lr-gone", ["warmup.lr=-0.1"], "warmup.lr is not a setting of warmup"),
+    ("warmup-lr-gone", ["warmup.lr=-0.1"], "warmup.lr is not a setting of warmup; the warm-up ramps to optimizer.lr"),
     ("milestone", ["schedule.milestones=[100,abc]"], "schedule.milestones contains 'abc'"),
     ("gamma", ["schedule.gamma=abc"], "schedule.gamma='abc' must be a positive number"),
     ("batch-size", ["train.batch_size=5000"], "train.batch_size=5000 is larger than the training set of data=digits"),

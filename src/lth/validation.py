@@ -169,10 +169,16 @@ def _check_scalar(value: Any, tp: Any, rule: Rule, key: str, item_of: str | None
             raise ConfigError(problem)
 
 
+# Keys of earlier versions: where what they set went.
+REPLACED_KEYS = {"warmup.lr": "the warm-up ramps to optimizer.lr, the learning rate trained with: set optimizer.lr"}
+
+
 def _unknown_key(key: str, known: list[str], prefix: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
     where = f" of {prefix}" if prefix else ""
     hint = f"; did you mean {_join(prefix, close[0])}?" if close else ""
+    if _join(prefix, key) in REPLACED_KEYS:
+        hint = f"; {REPLACED_KEYS[_join(prefix, key)]} instead"
     return ConfigError(f"{_join(prefix, key)} is not a setting{where}{hint} (known: {', '.join(known)})")
 
 
