@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lth.pruning.magnitude import _smallest_alive
+from lth.pruning.magnitude import prune_smallest
 from lth.pruning.mask import Mask
 from lth.pruning.prunable import prunable_tensors
 
@@ -207,29 +207,20 @@ def mask_from_scores(scores: dict[str, Tensor], keep: int, base: Mask, *, invert
     unknown = [n for n in names if n not in base]
     if unknown:
         raise KeyError(f"scored tensors not in the base mask: {unknown}")
-    new = Mask({name: m.clone() for name, m in base.items()})
     if not names:
         if keep:
             raise ValueError(f"keep={keep} but no tensors were scored")
-        return new
+        return Mask({name: m.clone() for name, m in base.items()})
     for n in names:
         if scores[n].shape != base[n].shape:
             raise ValueError(f"{n}: score shape {tuple(scores[n].shape)} != mask shape {tuple(base[n].shape)}")
-    alive = torch.cat([base[n].flatten().cpu() for n in names])
-    flat = torch.cat([scores[n].detach().flatten().cpu().double() for n in names])
-    if torch.isnan(flat).any():
+    if any(torch.isnan(scores[n]).any() for n in names):
         raise ValueError("scores contain NaN")
-    n_alive = int(alive.sum())
+    n_alive = sum(int(base[n].sum()) for n in names)
     if not 0 <= keep <= n_alive:
         raise ValueError(f"keep={keep} but only {n_alive} weights are alive in the base mask")
-    ranking = -flat if invert else flat
-    pruned = _smallest_alive(ranking, alive, n_alive - keep)
-    offset = 0
-    for n in names:
-        size = base[n].numel()
-        new[n] = (alive[offset : offset + size] & ~pruned[offset : offset + size]).view_as(base[n])
-        offset += size
-    return new
+    ranking = {n: -scores[n].double() if invert else scores[n].double() for n in names}
+    return prune_smallest(base, ranking, n_alive - keep)
 
 
 def synflow_mask(

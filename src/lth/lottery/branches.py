@@ -149,18 +149,9 @@ def order(branch: str) -> int:
     return names.index(branch) if branch in names else len(names)
 
 
-CONTROLS: tuple[str, ...] = ()
-
-
-def _refresh_controls() -> None:
-    global CONTROLS
-    CONTROLS = tuple(name for name, cls in REGISTRY.items() if cls.control)
-
-
-_refresh_controls()
 
 
 # Branches defined in files of their own register themselves on import.
 from lth.lottery import pai_branches, stability_branch  # noqa: E402,F401
 
-_refresh_controls()
+CONTROLS: tuple[str, ...] = tuple(name for name, cls in REGISTRY.items() if cls.control)  # controls=[...]

@@ -54,7 +54,8 @@ class Instability(Branch):
                            bn=str(lot.cfg.analysis.batchnorm), train_x=lot.datamodule.splits["train"][0],
                            mask=lot.ticket_mask(level))
         atomic_write_csv(layout.branch(level, self.name) / "path.csv", path)
-        row = {**row, "instability": error_barrier(path), "stable": error_barrier(path) <= STABLE}
+        barrier = error_barrier(path)
+        row = {**row, "instability": barrier, "stable": barrier <= STABLE}
         atomic_write_json(layout.row(level, self.name), row)
         return row
 

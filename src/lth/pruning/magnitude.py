@@ -51,17 +51,25 @@ def prune_layerwise(mask: Mask, weights: dict[str, torch.Tensor], rates: dict[st
     return new
 
 
-def prune_global(mask: Mask, weights: dict[str, torch.Tensor], rate: float, names: list[str]) -> Mask:
-    """Prune ``rate`` of the remaining weights of ``names`` together, by one magnitude threshold."""
+def prune_smallest(mask: Mask, scores: dict[str, torch.Tensor], count: int) -> Mask:
+    """Prune the ``count`` alive weights of smallest score over the tensors of ``scores`` together
+    (one threshold); the other tensors of ``mask`` are kept as they are."""
     new = Mask({name: m.clone() for name, m in mask.items()})
+    names = list(scores)
     if not names:
         return new
-    alive = torch.cat([mask[n].flatten() for n in names])
-    scores = torch.cat([weights[n].detach().abs().flatten().cpu().float() for n in names])
-    pruned = _smallest_alive(scores, alive, prune_count(rate, int(alive.sum())))
+    alive = torch.cat([mask[n].flatten().cpu() for n in names])
+    flat = torch.cat([scores[n].detach().flatten().cpu() for n in names])
+    pruned = _smallest_alive(flat, alive, count)
     offset = 0
     for n in names:
         size = mask[n].numel()
         new[n] = (alive[offset : offset + size] & ~pruned[offset : offset + size]).view_as(mask[n])
         offset += size
     return new
+
+
+def prune_global(mask: Mask, weights: dict[str, torch.Tensor], rate: float, names: list[str]) -> Mask:
+    """Prune ``rate`` of the remaining weights of ``names`` together, by one magnitude threshold."""
+    alive = sum(int(mask[n].sum()) for n in names)
+    return prune_smallest(mask, {n: weights[n].detach().abs().float() for n in names}, prune_count(rate, alive))

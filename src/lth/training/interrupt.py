@@ -61,7 +61,7 @@ class SaveOnSignal(pl.Callback):
             self._save(trainer)
 
     def _save(self, trainer) -> None:
-        trainer.save_checkpoint(str(self.checkpoint))
+        trainer.save_checkpoint(str(self.checkpoint), weights_only=False)  # the whole state, to resume from
 
     def _save_and_stop(self, trainer, pl_module, signum: int):
         self._save(trainer)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from torch import nn
@@ -22,7 +21,7 @@ from torch import nn
 from lth.distributed import barrier
 from lth.results import read_row
 from lth.pruning import Mask
-from lth.storage import atomic_torch_save, atomic_write_csv, atomic_write_json, load_tensors
+from lth.storage import atomic_torch_save, atomic_write_csv, atomic_write_json
 from lth.training.checkpointing import AtomicCheckpointIO, CaptureState, usable_checkpoint
 from lth.training.evaluation import DivergedError, PeriodicEvaluation, summarize
 from lth.training.interrupt import SaveOnSignal
@@ -195,6 +194,3 @@ class RoundTrainer:
         trainer.fit(module, train_dataloaders=stream)
         barrier()
 
-
-def load_final(folder: Path) -> dict[str, torch.Tensor]:
-    return load_tensors(Path(folder) / "final.pt")
