@@ -1,9 +1,13 @@
-"""SIGTERM (a scheduler's pre-emption) and SIGINT (Ctrl-C) during training: the round's state is
-saved at once, one line says how to continue, the exit status is 128 + the signal, and re-running
-the same command ends identical to an uninterrupted run."""
+"""SIGTERM (a scheduler's pre-emption) and SIGINT (Ctrl-C), whenever they arrive: one line says how
+to continue, the exit status is 128 + the signal, finished work is kept; during training the
+round's state is saved at once, and re-running the same command ends identical to an uninterrupted run.
+
+The moments are reached deterministically: the process signals itself from a hook at that moment."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
@@ -62,3 +66,126 @@ def test_the_exit_status_of_an_interrupt_is_128_plus_the_signal():
     from lth.signals import Interrupted
 
     assert Interrupted(signal.SIGTERM).exit_code == 143 and Interrupted(signal.SIGINT).exit_code == 130
+
+
+# ------------------------------------------------------------------ every moment, deterministically
+TINY = ["experiment=quickstart", "logger=none", "trainer=cpu", "trainer.enable_progress_bar=false",
+        "train.iterations=20", "eval_every=10", "prune.rounds=1", "controls=[]"]
+
+# Runs lth.run as `lth-run` would; AT=<moment>: the process sends itself SIGNUM there.
+RUNNER = """
+import os, signal, sys
+at, signum = os.environ["AT"], int(os.environ["SIGNUM"])
+def send():
+    os.kill(os.getpid(), signum)
+class WhileLoading:  # the signal arrives while lth.run imports Hydra
+    def find_spec(self, name, path=None, target=None):
+        if name == "hydra" and at == "loading":
+            sys.meta_path.remove(self)
+            send()
+sys.meta_path.insert(0, WhileLoading())
+sys.argv[0] = "lth-run"
+import lth.run
+import pytorch_lightning as pl
+from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
+from lth.lottery import plan, outputs
+from lth.pruning import rule
+
+class Hook(pl.Callback):
+    def setup(self, trainer, pl_module, stage):
+        if at == "trainer_setup":
+            send()
+    def on_fit_start(self, trainer, pl_module):
+        if at == "swallowed_before_lightning_handler":  # a library's except Exception around the moment
+            try:
+                send()
+            except Exception:
+                pass
+
+real_init = plan.Lottery.__init__
+def init(self, *a, **k):
+    real_init(self, *a, **k)
+    self.extra_callbacks.append(Hook())
+plan.Lottery.__init__ = init
+
+real_register = _SignalConnector.register_signal_handlers
+def register(self):  # the window from Lightning's SIGTERM handler to lth's training
+    real_register(self)
+    if at == "lightning_handler":
+        send()
+    if at == "swallowed_under_lightning_handler":
+        try:
+            send()
+        except Exception:
+            pass
+_SignalConnector.register_signal_handlers = register
+
+real_check = plan.Lottery.check_search_alive
+def check(self, level, rows):
+    real_check(self, level, rows)
+    if at == "between_levels" and level == 0:
+        send()
+plan.Lottery.check_search_alive = check
+
+real_mask_at = rule.PruningRule.mask_at
+def mask_at(self, *a, **k):
+    if at == "mask":
+        send()
+    return real_mask_at(self, *a, **k)
+rule.PruningRule.mask_at = mask_at
+
+real_plot = outputs.plot_sparsity_figure
+def plot(*a, **k):
+    if at == "figures":
+        send()
+    return real_plot(*a, **k)
+outputs.plot_sparsity_figure = plot
+lth.run.main()
+"""
+
+MOMENTS = ["loading", "trainer_setup", "swallowed_before_lightning_handler", "lightning_handler",
+           "swallowed_under_lightning_handler", "between_levels", "mask", "figures"]
+
+
+def run_signalled(folder: Path, at: str, signum: int, extra: list[str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", RUNNER, *TINY, *(extra or []), f"hydra.run.dir={folder}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "AT": at, "SIGNUM": str(int(signum)), "WANDB_MODE": "offline",
+                                 "WANDB_SILENT": "true"})
+
+
+def assert_interrupted(proc: subprocess.Popen, signum: int) -> str:
+    out, err = proc.communicate(timeout=600)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 128 + signum, (proc.returncode, err[-3000:])
+    assert "Traceback" not in out + err, err[-3000:]
+    assert [line for line in lines if line.startswith("interrupted:")] == [lines[-1]], err[-3000:]
+    assert "re-run the same command" in lines[-1]
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_a_signal_at_any_moment_exits_with_128_plus_it_and_keeps_finished_work(tmp_path):
+    """Every moment at once (SIGTERM; SIGINT at two), as parallel processes."""
+    cases = {(at, signal.SIGTERM) for at in MOMENTS} | {("lightning_handler", signal.SIGINT), ("mask", signal.SIGINT)}
+    procs = {(at, s): run_signalled(tmp_path / f"{at}-{s}" / "exp", at, s) for at, s in sorted(cases)}
+    for (at, s), proc in procs.items():
+        line = assert_interrupted(proc, s)
+        assert line.startswith(f"interrupted: {signal.Signals(s).name}"), (at, line)
+        folder = tmp_path / f"{at}-{s}" / "exp"
+        if at == "loading":
+            assert "while starting" in line and not folder.exists()
+        if at in ("between_levels", "mask", "figures"):  # the dense round is finished and kept
+            assert json.loads((folder / "round_00" / "ticket" / "row.json").read_text())["round"] == 0
+        if at == "figures":  # every round is finished and kept
+            assert (folder / "round_01" / "ticket" / "row.json").exists()
+        assert not list(folder.rglob(".*.tmp")), at
+
+
+@pytest.mark.slow
+def test_a_signal_while_the_trainer_starts_with_wandb_offline(tmp_path):
+    """The issue's case: the default logger (W&B, offline), a signal while Lightning's Trainer starts."""
+    procs = {at: run_signalled(tmp_path / at / "exp", at, signal.SIGTERM, ["logger=wandb"])
+             for at in ("trainer_setup", "swallowed_under_lightning_handler")}
+    for proc in procs.values():
+        assert_interrupted(proc, signal.SIGTERM)

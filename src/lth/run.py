@@ -15,11 +15,17 @@ continues an interrupted experiment.
 
 from __future__ import annotations
 
+import sys
+
+from lth import signals
+
+if __name__ == "__main__" or sys.argv[0].endswith("lth-run"):  # a signal while the program loads: exit at once
+    signals.install_process_handlers(starting=True)
+
 import errno
 import importlib.util
 import logging
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -154,6 +160,8 @@ def _run(cfg: DictConfig) -> None:
         experiment = Lottery(cfg, out_dir)
         experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
         experiment.run()
+        if signals.received() is not None:  # a signal whose exception was lost on the way (lth.signals)
+            raise signals.interrupted()
     except Interrupted as exc:
         _interrupted(exc, out_dir)
     except user_errors as exc:
@@ -169,6 +177,7 @@ def _run(cfg: DictConfig) -> None:
 
 def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:
     """SIGINT/SIGTERM (lth.training.interrupt): one line, exit 128 + the signal's number."""
+    signals.reported()  # one line: later signals are ignored while the process exits
     where = f" in {out_dir}" if out_dir else ""
     print(f"interrupted: {exc}{where}. Every finished round is saved; re-run the same command to continue.",
           file=sys.stderr, flush=True)
@@ -177,11 +186,17 @@ def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:
 
 def main() -> None:
     """The entry point (``python -m lth.run``, ``lth-run``); a configuration Hydra cannot compose (unknown option, bad override) exits with 2."""
-    install_process_handlers()  # SIGINT/SIGTERM raise Interrupted: no traceback, a non-zero exit
     try:
+        install_process_handlers()  # SIGINT/SIGTERM raise Interrupted: no traceback, a non-zero exit
         _main()
     except Interrupted as exc:
         _interrupted(exc)
+    except SystemExit as exc:  # an exit 0 (Lightning's SIGTERMException) after a signal is no success
+        if exc.code in (0, None) and signals.received() is not None:
+            _interrupted(signals.interrupted())
+        raise
+    if signals.received() is not None:
+        _interrupted(signals.interrupted())
 
 
 def _main() -> None:

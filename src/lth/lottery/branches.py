@@ -72,7 +72,7 @@ class Branch:
         """A mask of this branch's own, computed once by ``draw()`` and saved in its folder."""
         path = self.lot.layout.branch_mask(level, self.name)
         if path.exists():
-            return sync_mask(Mask.load(path))
+            return sync_mask(Mask(self.lot.layout.read(path)))
         mask = sync_mask(draw())  # DDP: rank 0's mask on every rank (checked by checksum)
         mask.save(path)
         return mask

@@ -44,6 +44,9 @@ def dense_round(lot) -> dict:
         row = lot.trainer.train(training())
         if k and not row["diverged"] and not theta_k.exists():
             lot.trainer.replay(training(), until=k)
+        for src in [theta_k] * bool(k) + [store / name for name in FILES]:
+            if src.exists():
+                lot.layout.read(src)  # written by another job maybe: checked before it is copied
         if k:
             _publish(theta_k, lot.layout.theta_k)
         for name in FILES:

@@ -14,20 +14,37 @@
 
 The dense round shared by experiments that differ only in pruning or rewinding lives beside them,
 in ``<parent>/.dense/<dense hash>/`` (see ``lth.lottery.dense``), and is copied into round_00/ticket.
+
+Nothing is read back blindly: :data:`KINDS` lists every kind of file lth reads back, with where it
+lies, the check it must pass (names, shapes and dtypes against the model; columns against the
+schema) and how to recover from a damaged one. :meth:`Layout.read` is the one way to read them;
+:meth:`Layout.verify` checks every file of an existing folder before a run uses or changes anything.
+A damaged file is a :class:`~lth.storage.CorruptFileError` naming it and saying what to do.
 """
 
 from __future__ import annotations
 
+import csv
+import fnmatch
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lth.storage import CorruptFileError, read_json
+from lth.storage import CorruptFileError, is_writer
+
+log = logging.getLogger("lth")
 
 FORMAT = 2  # experiment.json "format": 1 (no field) was lth 0.1's layout
 
 
 class Layout:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, expected: "Expected | None" = None, store: Path | None = None):
         self.root = Path(root)
+        self.expected = expected  # the model's shapes, for checking tensor files (set once the model is known)
+        self.store = store  # this experiment's shared dense round, <parent>/.dense/<hash> (set by the lottery)
 
     # experiment-wide files
     @property
@@ -88,6 +105,57 @@ class Layout:
     def finished_rows(self) -> list[Path]:
         return sorted(self.root.glob("round_*/*/row.json"))
 
+    # checked reading
+    def kind_of(self, path: Path) -> FileKind:
+        path = Path(path)
+        parts = path.parts
+        if ".dense" in parts[:-1]:  # <parent>/.dense/<hash>/...
+            i = len(parts) - 1 - parts[::-1].index(".dense")
+            rel, store = parts[i + 2:], True
+        else:
+            rel, store = path.relative_to(self.root).parts, False
+        for kind in KINDS:
+            pattern = kind.where.split("/")
+            if kind.store == store and len(pattern) == len(rel) and all(map(fnmatch.fnmatchcase, rel, pattern)):
+                return kind
+        raise ValueError(f"{path} is no file lth reads back (lth.lottery.layout.KINDS)")
+
+    def read(self, path: Path, lazy: bool = False) -> Any:
+        """``path`` read and checked against what its kind must hold (``lazy``: tensors memory-mapped,
+        for checking only). A damaged file raises CorruptFileError naming it and the way to recover."""
+        kind = self.kind_of(path)
+        try:
+            return kind.read(Path(path), self, lazy=lazy)
+        except Damaged as exc:
+            fix = kind.fix.format(folder=Path(path).parent)
+            raise CorruptFileError(f"{path} is damaged ({exc}); {fix}") from None
+        except IsADirectoryError:
+            raise CorruptFileError(f"{path} is a folder, not the {kind.name} lth wrote; move it away") from None
+
+    def files(self, reader: str = "run") -> Iterator[tuple[FileKind, Path]]:
+        """Every existing file of a kind ``reader`` reads back (the shared dense round's included)."""
+        for kind in KINDS:
+            base = self.store if kind.store else self.root
+            if kind.reader == reader and base is not None and base.is_dir():
+                yield from ((kind, p) for p in sorted(base.glob(kind.where)) if not p.name.startswith("."))
+
+    def verify(self, reader: str = "run") -> None:
+        """Check every file ``reader`` reads back, before anything is used or changed: the first damaged
+        one raises CorruptFileError; a damaged checkpoint (``redo``) is moved aside with a warning."""
+        for kind, path in self.files(reader):
+            if not kind.redo:
+                self.read(path, lazy=True)
+                continue
+            if not is_writer():  # DDP: rank 0 sets a damaged checkpoint aside
+                continue
+            try:
+                kind.read(path, self, lazy=True)
+            except Damaged as exc:
+                bad = path.with_suffix(".corrupt")
+                path.replace(bad)
+                log.warning("checkpoint %s is corrupt (%s); moved to %s, redoing that round from its start", path, exc,
+                            bad.name)
+
 
 def check_experiment_json(layout: Layout, digest: str) -> bool:
     """True when the folder already holds this experiment; False when it is new.
@@ -101,13 +169,7 @@ def check_experiment_json(layout: Layout, digest: str) -> bool:
             raise ValueError(f"{layout.root} holds rounds but no experiment.json; move it away or choose another "
                              f"folder with hydra.run.dir=PATH")
         return False
-    try:
-        marker = read_json(path)
-    except CorruptFileError:
-        marker = None
-    if not isinstance(marker, dict) or not isinstance(marker.get("config_hash"), str):
-        raise CorruptFileError(f"{path} is damaged (not the JSON object lth writes); if the folder's config.yaml "
-                               f"matches this command, delete {path.name} and re-run, else choose another folder")
+    marker = layout.read(path)
     if marker.get("format", 1) != FORMAT:
         raise ValueError(f"{layout.root} was written by an older lth (folder format {marker.get('format', 1)}, this "
                          f"one reads {FORMAT}): its experiment cannot be continued. Re-run the command without "
@@ -117,3 +179,231 @@ def check_experiment_json(layout: Layout, digest: str) -> bool:
                          f"{marker['config_hash']}, this one is {digest}). Choose another folder with "
                          f"hydra.run.dir=PATH, or move that one away.")
     return True
+
+
+# ------------------------------------------------------------------ checked reading
+class Damaged(ValueError):
+    """What is wrong with a file (raised by a kind's check; :meth:`Layout.read` names the file)."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What this experiment's tensor files must hold: the model's state (name -> shape, dtype) and
+    its prunable tensors (the names and shapes of a mask)."""
+
+    state: dict
+    prunable: dict
+
+    @classmethod
+    def of(cls, model) -> "Expected":
+        from lth.pruning.prunable import prunable_tensors
+
+        state = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+        return cls(state, {t.name: state[t.name][0] for t in prunable_tensors(model)})
+
+
+def _load_pt(path: Path, lazy: bool) -> Any:
+    import torch
+
+    try:  # lazy (mmap): only the names, shapes and dtypes are read, not the values
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=lazy)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated, garbage, pickled code, not a tensor file
+        raise Damaged(f"not a tensor file lth wrote ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+
+
+def _tensors(obj: Any, expected: dict, what: str, dtype=None) -> dict:
+    """``obj`` must be {name: tensor} with exactly ``expected``'s names, shapes and dtypes (any floating
+    dtype for a floating tensor: ``trainer.precision=bf16-true`` trains and saves in bfloat16)."""
+    import torch
+
+    if not isinstance(obj, dict):
+        raise Damaged(f"holds {type(obj).__name__}, not {what}")
+    missing, extra = sorted(set(expected) - set(obj)), sorted(set(obj) - set(expected), key=str)
+    if missing or extra:
+        raise Damaged(f"not {what}: " + "; ".join(
+            s for s in (f"missing {', '.join(missing[:3])}" if missing else "",
+                        f"unexpected {', '.join(map(str, extra[:3]))}" if extra else "") if s))
+    for name, want in expected.items():
+        t = obj[name]
+        shape, kind = (want, dtype) if dtype is not None else want
+        if not isinstance(t, torch.Tensor):
+            raise Damaged(f"{name} is a {type(t).__name__}, not a tensor")
+        same_kind = t.dtype == kind or (t.dtype.is_floating_point and kind.is_floating_point)  # *-true precisions
+        if tuple(t.shape) != tuple(shape) or not same_kind:
+            raise Damaged(f"not {what}: {name} is {tuple(t.shape)} {t.dtype}, expected {tuple(shape)} {kind}")
+    return obj
+
+
+def _expected(layout: "Layout") -> Expected:
+    if layout.expected is None:
+        raise RuntimeError("Layout.expected is not set: the model's shapes are needed to check tensor files")
+    return layout.expected
+
+
+def read_state(path: Path, layout: "Layout", lazy: bool = False) -> dict:
+    return _tensors(_load_pt(path, lazy), _expected(layout).state, "every parameter and buffer of this model")
+
+
+def read_mask(path: Path, layout: "Layout", lazy: bool = False) -> dict:
+    import torch
+
+    return _tensors(_load_pt(path, lazy), _expected(layout).prunable, "a mask of this model's prunable tensors",
+                    dtype=torch.bool)
+
+
+def read_checkpoint(path: Path, layout: "Layout", lazy: bool = False) -> dict:
+    ckpt = _load_pt(path, lazy)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("global_step"), int) \
+            or not isinstance(ckpt.get("state_dict"), dict):
+        raise Damaged("not a Lightning checkpoint (no global_step or state_dict)")
+    model = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    _tensors(model, _expected(layout).state, "a checkpoint of this model")
+    return ckpt
+
+
+def read_row_of(path: Path, layout: "Layout", lazy: bool = False) -> dict:
+    from lth.results import ROW_KEYS
+
+    row = _json(path)
+    if not isinstance(row, dict):
+        raise Damaged(f"holds {type(row).__name__}, not a result row")
+    for key, kind in ROW_KEYS.items():
+        if not isinstance(row.get(key), kind) or (kind is int and isinstance(row.get(key), bool)):
+            raise Damaged(f"no valid {key!r} entry")
+    level, branch = _where(path, layout)
+    if (row["round"], row["branch"]) != (level, branch):
+        raise Damaged(f"the row of round {row['round']} {row['branch']}, in the folder of round {level} {branch}")
+    return row
+
+
+def _where(path: Path, layout: "Layout") -> tuple[int, str]:
+    """The level and branch of a file in ``round_NN/<branch>/`` (the shared dense round: 0, ticket)."""
+    folder = Path(path).parent
+    if folder.parent.name == ".dense":
+        return 0, "ticket"
+    return int(folder.parent.name[len("round_"):]), folder.name
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Damaged(f"not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+
+
+def _csv(path: Path, columns: tuple[str, ...], numeric: tuple[str, ...]) -> list[dict]:
+    """A CSV lth wrote: a header with every column of ``columns``, at least one row, ``numeric`` columns numbers."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise Damaged(f"not a CSV file ({exc.__class__.__name__})") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise Damaged(f"no column {', '.join(missing[:3])}")
+    if not rows:
+        raise Damaged("no rows")
+    for i, row in enumerate(rows, 2):
+        if None in row or any(v is None for v in row.values()):
+            raise Damaged(f"line {i} has {'more' if None in row else 'fewer'} fields than the header")
+        for c in numeric:
+            try:
+                float(row[c])
+            except ValueError:
+                raise Damaged(f"line {i}: {c}={row[c]!r} is not a number") from None
+    return rows
+
+
+CURVE_COLUMNS = ("iteration", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc")
+
+
+def read_curve(path: Path, layout: "Layout" = None, lazy: bool = False) -> list[dict]:
+    rows = _csv(path, CURVE_COLUMNS, CURVE_COLUMNS)
+    return [{k: float(v) for k, v in row.items()} for row in rows]
+
+
+def read_path(path: Path, layout: "Layout" = None, lazy: bool = False) -> list[dict]:
+    columns = ("alpha", "error", "loss")
+    return [{k: float(v) for k, v in row.items()} for row in _csv(path, columns, columns)]
+
+
+def read_results_csv(path: Path, layout: "Layout" = None, lazy: bool = False) -> list[dict]:
+    from lth.results import COLUMNS
+
+    rows = _csv(path, tuple(COLUMNS), ("round", "weights_remaining"))
+    for i, row in enumerate(rows, 2):
+        if not row["round"].isdigit() or not row["branch"] or row["diverged"] not in ("True", "False"):
+            raise Damaged(f"line {i} is not a result row (round={row['round']!r}, branch={row['branch']!r}, "
+                          f"diverged={row['diverged']!r})")
+    return rows
+
+
+def read_results_json(path: Path, layout: "Layout" = None, lazy: bool = False) -> list[dict]:
+    from lth.results import ROW_KEYS
+
+    rows = _json(path)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise Damaged("not a list of result rows")
+    for r in rows:
+        if not all(isinstance(r.get(k), t) for k, t in ROW_KEYS.items()):
+            raise Damaged(f"a row without valid {', '.join(ROW_KEYS)} entries")
+    return rows
+
+
+def read_marker(path: Path, layout: "Layout" = None, lazy: bool = False) -> dict:
+    marker = _json(path)
+    if not isinstance(marker, dict) or not isinstance(marker.get("config_hash"), str):
+        raise Damaged("not the JSON object lth writes (no config_hash)")
+    return marker
+
+
+RECOMPUTE = "delete it and re-run the same command to recompute it"
+RETRAIN = "delete the folder {folder} and re-run the same command to retrain that network (nothing else is lost)"
+REDENSE = ("delete the folder {folder} (the dense round shared by experiments that differ only in pruning) and "
+           "re-run the same command to retrain it")
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """One kind of file an experiment folder holds: where it lies, how it is read and checked, how to
+    recover from a damaged one. ``where``: relative to the experiment folder (``store``: relative to
+    its shared dense round, ``<parent>/.dense/<hash>/``). ``reader``: the program that reads it back
+    (``run``: ``lth.run`` checks it before using anything; ``report``: ``lth.report`` skips the
+    experiment). ``redo``: a damaged file is moved aside (``.corrupt``) with a warning and its work redone."""
+
+    name: str
+    where: str
+    read: Callable[..., Any]
+    fix: str = RECOMPUTE
+    store: bool = False
+    reader: str = "run"
+    redo: bool = False
+
+
+# Every file lth reads back. A new kind of file: one line here (the tests corrupt every kind in turn).
+KINDS: tuple[FileKind, ...] = (
+    FileKind("experiment marker", "experiment.json", read_marker,
+             "if the folder's config.yaml matches this command, delete it and re-run, else choose another folder"),
+    FileKind("θ0", "theta0.pt", read_state, f"{RECOMPUTE} (from the seed)"),
+    FileKind("θK", "theta_k.pt", read_state, f"{RECOMPUTE} (from the dense round)"),
+    FileKind("ticket mask", "round_*/mask.pt", read_mask),
+    FileKind("branch mask", "round_*/*/mask.pt", read_mask),
+    FileKind("final weights", "round_*/*/final.pt", read_state, RETRAIN),
+    FileKind("result row", "round_*/*/row.json", read_row_of, RETRAIN),
+    FileKind("learning curve", "round_*/*/curve.csv", read_curve, RETRAIN),
+    FileKind("interpolation path", "round_*/*/path.csv", read_path, RETRAIN),
+    FileKind("Lightning checkpoint", "round_*/*/checkpoints/*.ckpt", read_checkpoint, redo=True),
+    FileKind("dense final weights", "final.pt", read_state, REDENSE, store=True),
+    FileKind("dense result row", "row.json", read_row_of, REDENSE, store=True),
+    FileKind("dense learning curve", "curve.csv", read_curve, REDENSE, store=True),
+    FileKind("dense θK", "theta_*.pt", read_state, REDENSE, store=True),
+    FileKind("dense checkpoint", "checkpoints/*.ckpt", read_checkpoint, store=True, redo=True),
+    FileKind("results table", "results.csv", read_results_csv,
+             "re-run the experiment's command to rewrite it from its rounds", reader="report"),
+    FileKind("results", "results.json", read_results_json,
+             "re-run the experiment's command to rewrite it from its rounds", reader="report"),
+)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from lth.figures import plot_learning_curves, plot_sparsity_figure
-from lth.results import format_table, read_row, sort_rows, write_results
+from lth.results import format_table, sort_rows, write_results
 
 
 def collect_rows(lot, rows: list[dict], write: bool = False) -> list[dict]:
@@ -15,7 +14,7 @@ def collect_rows(lot, rows: list[dict], write: bool = False) -> list[dict]:
     seen = {(r["round"], r["branch"]) for r in rows}
     extra = []
     for path in lot.layout.finished_rows():
-        row = read_row(path)
+        row = lot.layout.read(path)
         if (row["round"], row["branch"]) not in seen and row["round"] <= lot.rounds:
             extra.append(row)
     out = sort_rows(rows + extra)
@@ -37,16 +36,11 @@ def write_outputs(lot, rows: list[dict]) -> list[Path]:
     for r in ok:
         path = lot.layout.curve(r["round"], r["branch"])
         if r["branch"] == "ticket" and path.exists():
-            curves[f"{r['weights_remaining']:.3g}%"] = read_curve(path)
+            curves[f"{r['weights_remaining']:.3g}%"] = lot.layout.read(path)
     plot_learning_curves(curves, figures[1], f"{title}: ticket learning curves")
     for branch in lot.branches:  # branches with figures of their own (instability)
         figures += branch.figures(rows) if hasattr(branch, "figures") else []
     return figures
-
-
-def read_curve(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def print_summary(lot, rows: list[dict]) -> None:

@@ -26,16 +26,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lth.distributed import sync_mask
-from lth.identity import experiment_hash
+from lth.identity import dense_hash, experiment_hash
 from lth.lottery import branches as registry
 from lth.lottery.dense import dense_round
-from lth.lottery.layout import FORMAT, Layout, check_experiment_json
+from lth.lottery.layout import FORMAT, Expected, Layout, check_experiment_json
 from lth.lottery.outputs import collect_rows, print_summary, write_outputs
 from lth.models import build_model
 from lth.progress import ExperimentProgress, LotteryProgressBar
 from lth.pruning import Mask
 from lth.pruning.rule import PruningRule
-from lth.storage import atomic_torch_save, atomic_write_json, atomic_write_text, load_tensors
+from lth.storage import atomic_torch_save, atomic_write_json, atomic_write_text
 from lth.tracking import Tracker
 from lth.training.device import resolve_device
 from lth.training.round import RoundTrainer, Training
@@ -128,7 +128,7 @@ class Lottery:
     def _ticket_mask(self, level: int) -> Mask:
         path = self.layout.ticket_mask(level)
         if path.exists():
-            return sync_mask(Mask.load(path))
+            return sync_mask(Mask(self.layout.read(path)))
         if level == 0:
             mask = Mask.dense(self.new_model(self.seed))
         else:
@@ -140,7 +140,7 @@ class Lottery:
         return mask
 
     def final_weights(self, level: int, branch: str) -> dict[str, torch.Tensor]:
-        return load_tensors(self.layout.final(level, branch))
+        return self.layout.read(self.layout.final(level, branch))
 
     # ------------------------------------------------------------------ states and models
     @cached_property
@@ -148,7 +148,7 @@ class Lottery:
         """θ0: every parameter and buffer of the freshly initialised network (saved once)."""
         path = self.layout.theta0
         if path.exists():
-            return load_tensors(path)
+            return self.layout.read(path)
         state = {k: v.detach().clone() for k, v in self.new_model(self.seed).state_dict().items()}
         atomic_torch_save(state, path)
         return state
@@ -156,7 +156,7 @@ class Lottery:
     @property
     def rewind_state(self) -> dict[str, torch.Tensor]:
         """θK, an output of the dense round (θ0 when K = 0)."""
-        return load_tensors(self.layout.theta_k) if self.rewind > 0 else self.theta0
+        return self.layout.read(self.layout.theta_k) if self.rewind > 0 else self.theta0
 
     def new_model(self, seed: int) -> nn.Module:
         dm = self.setup_data()
@@ -171,10 +171,13 @@ class Lottery:
     def claim_folder(self) -> None:
         """Refuse a folder of another configuration (or lth version); record this one's identity."""
         digest = experiment_hash(self.cfg)
+        self.layout.expected = Expected.of(self.new_model(self.seed))  # what its tensor files must hold
+        self.layout.store = self.layout.dense_store(dense_hash(self.cfg))
         try:
             existing = check_experiment_json(self.layout, digest)
         except ValueError as exc:
             raise ExperimentError(str(exc)) from None
+        self.layout.verify()  # every file read back is checked before anything is used or changed
         self.dir.mkdir(parents=True, exist_ok=True)
         if not existing:
             atomic_write_json(self.layout.experiment_json, {"config_hash": digest, "name": self.name, "format": FORMAT})

@@ -12,8 +12,6 @@ paper's) or ``recompute`` (re-estimated on the training set).
 
 from __future__ import annotations
 
-import csv
-
 import torch
 
 from lth.analysis.instability import error_barrier, path_errors
@@ -79,9 +77,8 @@ class Instability(Branch):
         shown = points[:: max(1, len(points) // 4)][:5] + ([points[-1]] if len(points) > 1 else [])
         cmap = plt.get_cmap("viridis")
         for i, (remaining, _, level) in enumerate(dict.fromkeys(shown)):
-            with open(self.lot.layout.branch(level, self.name) / "path.csv") as f:
-                path = list(csv.DictReader(f))
-            right.plot([float(p["alpha"]) for p in path], [100 * float(p["error"]) for p in path],
+            path = self.lot.layout.read(self.lot.layout.branch(level, self.name) / "path.csv")
+            right.plot([p["alpha"] for p in path], [100 * p["error"] for p in path],
                        color=cmap(i / max(1, len(shown) - 1)), label=f"{remaining:.3g}% remaining")
         right.set_xlabel("interpolation α (0: ticket, 1: copy)")
         right.set_ylabel("test error (%)")

@@ -13,17 +13,18 @@ from lth.report.settings import ANALYSIS_METRICS, METRICS, aggregate, group_sett
 
 
 def report(paths: list[Path | str], out: Path | str | None = None, levels: list[float] | None = None,
-           failed_jobs: list[dict] | None = None) -> Path:
+           failed_jobs: list[dict] | None = None, found: list | None = None) -> Path:
     """Aggregate the finished experiments under ``paths``; returns the written ``report.md``.
 
     Unfinished experiments (planned levels or branches missing from ``results.csv``) are listed in
-    their own section, not aggregated; ``failed_jobs`` (from a sweep) are named in another.
+    their own section, not aggregated; ``failed_jobs`` (from a sweep) are named in another. ``found``:
+    the experiments of ``find_experiments(paths)`` when the caller has them already.
     """
     from lth.figures import plot_learning_curves, plot_sparsity_figure
     from lth.report.figures import plot_rewind_sweep
     from lth.storage import atomic_write_csv, atomic_write_text
 
-    found = find_experiments(paths)
+    found = find_experiments(paths) if found is None else found
     failed_jobs = list(failed_jobs or [])
     if not found and not failed_jobs:
         raise FileNotFoundError(f"no experiment under {', '.join(map(str, paths))} (no results.csv or experiment.json)")

@@ -53,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         levels = _levels(args.levels)
         if args.out is not None and args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out {args.out} is a file, not a folder")
-        unfinished = [e for e in find_experiments(args.paths) if not (e.finished and e.rows)]
+        found = find_experiments(args.paths)
+        unfinished = [e for e in found if not (e.finished and e.rows)]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        md = report(args.paths, args.out, levels)
+        md = report(args.paths, args.out, levels, found=found)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

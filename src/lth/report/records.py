@@ -104,10 +104,30 @@ def _marked_incomplete(exp_dir: Path) -> bool:
     return isinstance(marker, dict) and marker.get("complete") is False
 
 
+def _intact(exp_dir: Path) -> bool:
+    """Whether the files the report reads (results.csv/json, the ticket's curves) pass their checks
+    (``lth.lottery.layout.KINDS``); a damaged experiment is skipped with one warning line."""
+    from lth.lottery.layout import Layout
+    from lth.storage import CorruptFileError
+
+    layout = Layout(exp_dir)
+    try:
+        for _, path in layout.files("report"):
+            layout.read(path)
+        for path in sorted(exp_dir.glob("round_*/ticket/curve.csv")):
+            layout.read(path)
+    except CorruptFileError as exc:
+        log.warning("warning: experiment %s skipped: %s", exp_dir, exc)
+        return False
+    return True
+
+
 def find_experiments(paths: list[Path | str]) -> list[ExperimentRecord]:
     """Every experiment folder under ``paths`` (one with ``results.csv`` or ``experiment.json``),
-    finished or not; folders under hidden ones (``.dense``, ``.hydra``, ``.jobs``) are not experiments."""
+    finished or not; folders under hidden ones (``.dense``, ``.hydra``, ``.jobs``) are not experiments,
+    and a damaged one is skipped with a warning."""
     found: dict[Path, ExperimentRecord] = {}
+    damaged: set[Path] = set()
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
@@ -116,7 +136,11 @@ def find_experiments(paths: list[Path | str]) -> list[ExperimentRecord]:
         markers = [*p.rglob("results.csv"), *p.rglob("experiment.json")]
         for marker in sorted(markers):
             exp_dir = marker.parent.resolve()
-            if exp_dir in found or any(part.startswith(".") for part in marker.relative_to(p).parts[:-1]):
+            hidden = any(part.startswith(".") for part in marker.relative_to(p).parts[:-1])
+            if exp_dir in found or exp_dir in damaged or hidden:
+                continue
+            if not _intact(exp_dir):
+                damaged.add(exp_dir)
                 continue
             rows = read_csv(exp_dir / "results.csv") if (exp_dir / "results.csv").exists() else []
             config = _load_config(exp_dir)

@@ -24,7 +24,7 @@ from lth.pruning import Mask
 from lth.storage import atomic_torch_save, atomic_write_csv, atomic_write_json
 from lth.training.checkpointing import AtomicCheckpointIO, CaptureState, usable_checkpoint
 from lth.training.evaluation import DivergedError, PeriodicEvaluation, summarize
-from lth.training.interrupt import SaveOnSignal
+from lth.training.interrupt import SaveOnSignal, stop_cleanly
 from lth.training.lean_trainer import NoProfiler, RoundCheckpoint
 from lth.training.module import LotteryModule, OptimizerSettings
 from lth.training.schedule import LRSchedule
@@ -126,7 +126,8 @@ class RoundTrainer:
                                         int(cfg.eval_batch_size), on_point=on_point)
         ckpt_dir = t.folder / "checkpoints"
         where = f"during round {t.level} {t.branch}"
-        callbacks = [evaluation, SaveOnSignal(ckpt_dir / "last.ckpt", where),
+        saver = SaveOnSignal(ckpt_dir / "last.ckpt", where)
+        callbacks = [evaluation, saver,
                      RoundCheckpoint(dirpath=str(ckpt_dir), filename="last", every_n_train_steps=int(cfg.checkpoint_every),
                                      save_top_k=-1, save_last=False, enable_version_counter=False)]
         if t.capture_at is not None:
@@ -141,7 +142,8 @@ class RoundTrainer:
         log.info("round %d/%d %s: %.2f%% of weights remaining, iterations %d..%d%s", t.level, int(cfg.prune.rounds),
                  t.branch, remaining, t.start_iteration, end, f" (resuming from {resume.name})" if resume else "")
         t0 = time.perf_counter()
-        trainer.fit(module, train_dataloaders=stream, ckpt_path=str(resume) if resume else None, weights_only=True)
+        with stop_cleanly(where, saver):
+            trainer.fit(module, train_dataloaders=stream, ckpt_path=str(resume) if resume else None, weights_only=True)
         wall = time.perf_counter() - t0
         row = {"round": t.level, "branch": t.branch, "weights_remaining": remaining}
         diverged = evaluation.diverged
@@ -191,6 +193,7 @@ class RoundTrainer:
         stream = self.dm.train_stream(int(cfg.train.batch_size), t.data_seed, until, position=lambda: module.iteration,
                                       length=until - t.start_iteration, group=group)
         log.info("replaying the dense round's first %d iterations for θ%d", until, until)
-        trainer.fit(module, train_dataloaders=stream)
+        with stop_cleanly(f"replaying the dense round to iteration {until}"):
+            trainer.fit(module, train_dataloaders=stream)
         barrier()
 
