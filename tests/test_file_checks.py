@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,7 @@ def rerun(folder: Path, capsys, monkeypatch, cwd: Path) -> tuple[object, str, st
     monkeypatch.setattr(sys, "argv", ["lth.run", *SMALL, f"hydra.run.dir={folder}"])
     monkeypatch.setattr(lth.run, "_task_started", False)
     capsys.readouterr()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         lth.run.main()
         outcome = 0
@@ -119,6 +121,9 @@ def rerun(folder: Path, capsys, monkeypatch, cwd: Path) -> tuple[object, str, st
         outcome = exc.code
     except ReachedTraining:
         outcome = "training"
+    finally:  # lth.run installs its signal handlers: pytest's come back
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     out, err = capsys.readouterr()
     return outcome, out, err
 

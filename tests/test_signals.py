@@ -160,7 +160,7 @@ def assert_interrupted(proc: subprocess.Popen, signum: int) -> str:
     assert proc.returncode == 128 + signum, (proc.returncode, err[-3000:])
     assert "Traceback" not in out + err, err[-3000:]
     assert [line for line in lines if line.startswith("interrupted:")] == [lines[-1]], err[-3000:]
-    assert "re-run the same command" in lines[-1]
+    assert "re-run the same command" in lines[-1] and not any("Received SIGTERM" in line for line in lines)
     return lines[-1]
 
 
@@ -189,3 +189,66 @@ def test_a_signal_while_the_trainer_starts_with_wandb_offline(tmp_path):
              for at in ("trainer_setup", "swallowed_under_lightning_handler")}
     for proc in procs.values():
         assert_interrupted(proc, signal.SIGTERM)
+
+
+# ------------------------------------------------------------------ the handler's rules, in this process
+@pytest.fixture
+def lth_handlers():
+    from lth import signals
+
+    saved = {s: signal.getsignal(s) for s in signals.SIGNALS}
+    signals.install_process_handlers()
+    yield signals
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def send(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(0.01)  # the handler runs in the main thread at the next bytecode
+
+
+def test_a_signal_is_an_exception_no_except_exception_swallows(lth_handlers):
+    with pytest.raises(lth_handlers.Interrupted) as caught:
+        try:
+            send(signal.SIGTERM)
+        except Exception:  # what a library's guard does
+            pass
+    assert caught.value.exit_code == 143
+    send(signal.SIGTERM)  # already stopping: a second SIGTERM is ignored
+    with pytest.raises(lth_handlers.Interrupted):  # a second Ctrl-C stops at once
+        send(signal.SIGINT)
+    assert lth_handlers.received() == signal.SIGTERM  # not reported yet: lth.run still exits 143
+    lth_handlers.reported()
+    send(signal.SIGINT)  # the line is printed: ignored while the process exits
+    assert lth_handlers.received() is None
+
+
+def test_during_training_a_signal_is_noted_and_a_second_ctrl_c_stops_at_once(lth_handlers):
+    lth_handlers.defer()
+    send(signal.SIGTERM)
+    send(signal.SIGTERM)
+    assert lth_handlers.pending() == signal.SIGTERM
+    with pytest.raises(lth_handlers.Interrupted):
+        send(signal.SIGINT)
+    assert lth_handlers.undefer() is None  # raised already: nothing left for the caller
+
+
+def test_a_signal_noted_when_training_ends_is_returned_to_stop_for(lth_handlers):
+    lth_handlers.defer()
+    send(signal.SIGINT)
+    assert lth_handlers.undefer() == signal.SIGINT
+    assert lth_handlers.interrupted("here").exit_code == 130
+
+
+def test_lightnings_exit_0_on_sigterm_becomes_interrupted():
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lth.signals import Interrupted
+    from lth.training.interrupt import stop_cleanly
+
+    assert issubclass(SIGTERMException, SystemExit)  # Lightning's: exit code 0
+    with pytest.raises(Interrupted) as caught:
+        with stop_cleanly("during round 1 ticket"):
+            raise SIGTERMException
+    assert caught.value.exit_code == 143 and "during round 1 ticket" in str(caught.value)

@@ -56,6 +56,9 @@ LOG_RULES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"GPU available: ", "once"),
     ),
     "accelerators.cuda": ((r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: ", "once"),),
+    # lth prints the one interrupted: line (lth.training.interrupt)
+    "trainer.connectors.signal_connector": ((r"(\[rank: \d+\] )?Received SIGTERM", "drop"),
+                                            (r"Bypassing SIGTERM", "drop")),
 }
 _LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning.pytorch")
 
