@@ -305,6 +305,7 @@ class LthConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     eval_every: int = positive_int(100, 100)
     eval_batch_size: int = positive_int(1000, 1000)
+    test_curve: bool = flag(False, "evaluate the test split at every evaluation (default: only where results read it)")
     checkpoint_every: int = positive_int(1000, 1000)
     mask_gradients: bool = flag(False)
     instability: bool = flag(False, "a second copy of each ticket with other SGD noise; the error barrier")

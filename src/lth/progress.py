@@ -127,11 +127,13 @@ class ExperimentProgress:
 
 def latest_evaluation(trainer) -> dict | None:
     """The last point of the evaluation callback's curve (duck typing: a ``curve`` list of dicts
-    with ``val_acc`` and ``test_acc``), or None."""
+    with ``val_acc`` and ``test_acc``), or None. Where the test split was skipped there (NaN,
+    ``test_curve=false``), ``test_acc`` is the latest one measured."""
     for callback in getattr(trainer, "callbacks", []) or []:
         curve = getattr(callback, "curve", None)
         if isinstance(curve, list) and curve and isinstance(curve[-1], dict) and "test_acc" in curve[-1]:
-            return curve[-1]
+            tested = next((p["test_acc"] for p in reversed(curve) if not math.isnan(float(p["test_acc"]))), math.nan)
+            return {**curve[-1], "test_acc": tested}
     return None
 
 

@@ -49,22 +49,34 @@ def early_stopping_index(val_losses: list[float]) -> int:
 
 
 class PeriodicEvaluation(pl.Callback):
-    """Evaluates val and test at the start (iteration 0, or K when rewound), at absolute iterations
+    """Evaluates val at the start (iteration 0, or K when rewound), at absolute iterations
     ``every, 2*every, ...`` and at the last one. The start point takes part in the early-stopping
     choice, as in the reference implementation: a network that never improves stops at its start.
+
+    The test split is evaluated only where the paper's measurements read it (``test_curve=False``,
+    the default): at a new minimum of the validation loss (the early-stopping candidates; the
+    earliest wins ties, so an equal loss is not a new minimum), at the last iteration (the final
+    accuracy) and where validation diverges. Elsewhere the point's ``test_loss``/``test_acc`` are
+    NaN. Every value ``summarize`` returns is the same as with the test split evaluated everywhere
+    (``test_curve=True``, tested). Should the *training* loss diverge, the round stops before the
+    next evaluation and the previous point becomes the last one: its weights were kept (a copy,
+    in the callback's state so that a resume keeps it) so that its test accuracy is measured then.
 
     The curve is kept in the callback's state so that a resumed checkpoint carries it.
     A non-finite training or validation loss stops the round and marks it diverged.
     """
 
-    def __init__(self, splits: dict, every: int, end_iteration: int, batch_size: int, on_point=None):
+    def __init__(self, splits: dict, every: int, end_iteration: int, batch_size: int, on_point=None,
+                 test_curve: bool = False):
         self.splits = splits
         self.every = every
         self.end_iteration = end_iteration
         self.batch_size = batch_size
         self.on_point = on_point
+        self.test_curve = test_curve
         self.curve: list[dict] = []
         self.diverged: str | None = None
+        self.untested: dict | None = None  # the weights of the last point when its test split was skipped
         self._t0 = time.perf_counter()
         self.elapsed = 0.0
 
@@ -79,14 +91,22 @@ class PeriodicEvaluation(pl.Callback):
             return
         train_loss = float(pl_module.last_loss) if pl_module.last_loss is not None else math.nan
         if not math.isfinite(train_loss):
+            self._test_last_point(pl_module.model)
             return self._diverge(trainer, f"training loss became {train_loss} at iteration {it}")
         self._evaluate(trainer, pl_module, it, train_loss)
 
+    def best_val_loss(self) -> float:
+        return min((p["val_loss"] for p in self.curve if math.isfinite(p["val_loss"])), default=math.inf)
+
     def _evaluate(self, trainer, pl_module, it: int, train_loss: float) -> None:
         point = {"iteration": it, "train_loss": train_loss}
-        for split in ("val", "test"):
-            loss, acc = evaluate(pl_module.model, *self.splits[split], self.batch_size)
-            point[f"{split}_loss"], point[f"{split}_acc"] = loss, acc
+        model = pl_module.model
+        point["val_loss"], point["val_acc"] = evaluate(model, *self.splits["val"], self.batch_size)
+        val = point["val_loss"]
+        needed = self.test_curve or it == self.end_iteration or not math.isfinite(val) or val < self.best_val_loss()
+        point["test_loss"], point["test_acc"] = evaluate(model, *self.splits["test"], self.batch_size) if needed \
+            else (math.nan, math.nan)
+        self.untested = None if needed else {k: v.detach().clone() for k, v in model.state_dict().items()}
         point["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         self.elapsed = time.perf_counter() - self._t0
         point["time_s"] = self.elapsed
@@ -96,17 +116,28 @@ class PeriodicEvaluation(pl.Callback):
         if not math.isfinite(point["val_loss"]):
             self._diverge(trainer, f"validation loss became {point['val_loss']} at iteration {it}")
 
+    def _test_last_point(self, model: nn.Module) -> None:
+        """The test split at the last point, from its kept weights (the round stops there)."""
+        if self.untested is None or not self.curve:
+            return
+        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.untested)
+        self.curve[-1]["test_loss"], self.curve[-1]["test_acc"] = evaluate(model, *self.splits["test"], self.batch_size)
+        model.load_state_dict(current)
+        self.untested = None
+
     def _diverge(self, trainer, reason: str):
         self.diverged = reason
         trainer.should_stop = True
 
     def state_dict(self):
-        return {"curve": self.curve, "diverged": self.diverged, "elapsed": self.elapsed}
+        return {"curve": self.curve, "diverged": self.diverged, "elapsed": self.elapsed, "untested": self.untested}
 
     def load_state_dict(self, state_dict):
         self.curve = list(state_dict["curve"])
         self.diverged = state_dict["diverged"]
         self.elapsed = state_dict.get("elapsed", 0.0)
+        self.untested = state_dict.get("untested")
 
 
 def summarize(curve: list[dict]) -> dict:
