@@ -43,6 +43,8 @@ SPEED_AND_OUTPUT_KEYS = (
     "checkpoint_every",
     "eval_batch_size",
     "test_curve",
+    "parallel_branches",
+    "trainer.torch_threads",
 )
 # Settings that only add branches (lth.lottery.branches) beside the ticket.
 BRANCH_KEYS = ("controls", "instability", "analysis")

@@ -7,6 +7,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from torch import nn
@@ -119,6 +121,9 @@ class RoundTrainer:
             return row
         cfg, end = self.cfg, int(self.cfg.train.iterations)
         t.mask.apply_(t.model)
+        # torch's global generator (dropout) drawn from the training itself, not from what the process
+        # ran before: the same bits in a worker process (parallel_branches) as in a sequential run
+        torch.manual_seed(int.from_bytes(hashlib.sha256(f"{t.data_seed}/{t.level}/{t.branch}".encode()).digest()[:4], "little"))
         module = LotteryModule(t.model, t.mask, optimizer_settings(cfg), lr_schedule(cfg), t.start_iteration, end,
                                mask_gradients=bool(cfg.get("mask_gradients", False)))
         on_point = (lambda p: self.tracker.curve_point(t.level, t.branch, p)) if self.tracker else None
