@@ -24,11 +24,15 @@ def read(path):
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
-def test_results_are_identical_with_and_without_the_test_curve(tmp_path):
+def test_results_are_identical_with_and_without_the_test_curve_and_the_evaluation_thread(tmp_path):
     full, lean = tmp_path / "full" / "exp", tmp_path / "lean" / "exp"  # apart: no shared dense round
-    Lottery(compose_config([*SMALL, "test_curve=true"]), full).run()
-    Lottery(compose_config([*SMALL, "test_curve=false"]), lean).run()
-    assert read(full / "results.csv") == read(lean / "results.csv")
+    Lottery(compose_config([*SMALL, "test_curve=true", "eval_beside_training=false"]), full).run()
+    Lottery(compose_config([*SMALL, "test_curve=false", "eval_beside_training=false"]), lean).run()
+    beside = tmp_path / "beside" / "exp"
+    Lottery(compose_config([*SMALL, "test_curve=false", "eval_beside_training=true"]), beside).run()
+    assert read(full / "results.csv") == read(lean / "results.csv") == read(beside / "results.csv")
+    for path in sorted(lean.rglob("curve.csv")):
+        assert read(path) == read(beside / path.relative_to(lean)), path
     skipped = 0
     for path in sorted(full.rglob("curve.csv")):
         a, b = read(path), read(lean / path.relative_to(full))
@@ -56,7 +60,7 @@ class Fake:
         self.module = SimpleNamespace(model=model, iteration=0, last_loss=None)
 
 
-def drive(test_curve: bool, weights: list[torch.Tensor], state=None, diverge=True) -> PeriodicEvaluation:
+def drive(test_curve: bool, weights: list[torch.Tensor], state=None, diverge=True, background=False) -> PeriodicEvaluation:
     """Evaluation points at iterations 0, 10, 20, ... with the model's weight set to ``weights[i]``,
     then a NaN training loss at the next one (``diverge``; else the last point is the round's end);
     ``state``: resume from a saved callback state after the second-to-last point."""
@@ -65,7 +69,7 @@ def drive(test_curve: bool, weights: list[torch.Tensor], state=None, diverge=Tru
     model = nn.Linear(4, 3)
     gen = torch.Generator().manual_seed(1)
     splits = {s: (torch.randn(200, 4, generator=gen), torch.randint(0, 3, (200,), generator=gen)) for s in ("val", "test")}
-    ev = PeriodicEvaluation(splits, 10, end, 64, test_curve=test_curve)
+    ev = PeriodicEvaluation(splits, 10, end, 64, test_curve=test_curve, background=background)
     fake = Fake(model)
     for i, w in enumerate(weights):
         with torch.no_grad():
@@ -77,9 +81,10 @@ def drive(test_curve: bool, weights: list[torch.Tensor], state=None, diverge=Tru
             ev.on_train_batch_end(fake.trainer, fake.module, None, None, 0)
         if state is not None and i == len(weights) - 2:  # a resume: a fresh callback from the saved state
             saved = ev.state_dict()
-            ev = PeriodicEvaluation(splits, 10, end, 64, test_curve=test_curve)
+            ev = PeriodicEvaluation(splits, 10, end, 64, test_curve=test_curve, background=background)
             ev.load_state_dict(saved)
     if not diverge:
+        ev.on_train_end(fake.trainer, fake.module)
         return ev
     with torch.no_grad():
         model.weight.fill_(float("nan"))  # diverged weights at the next evaluation
@@ -96,8 +101,9 @@ def test_the_last_point_has_its_test_accuracy_when_it_is_not_a_new_minimum(diver
     gen = torch.Generator().manual_seed(2)
     good = torch.randn(3, 4, generator=gen)
     weights = [torch.zeros(3, 4), good, good * 0.3 + torch.randn(3, 4, generator=gen)]  # the last is worse
-    for resumed in (None, True):
-        full, lean = drive(True, weights, resumed, diverge), drive(False, weights, resumed, diverge)
+    for resumed, background in ((None, False), (True, False), (None, True), (True, True)):
+        full = drive(True, weights, resumed, diverge)
+        lean = drive(False, weights, resumed, diverge, background)
         assert math.isfinite(full.curve[-1]["val_loss"]) and lean.curve[-1]["val_loss"] > min(
             p["val_loss"] for p in lean.curve)  # the last point is not a new minimum...
         assert summarize(lean.curve) == summarize(full.curve)  # ...yet its (final) test accuracy was measured

@@ -309,6 +309,8 @@ class LthConfig:
     parallel_branches: Any = _setting("auto", Rule(validate=lambda v: None if v == "auto" or (
         isinstance(v, int) and not isinstance(v, bool) and v >= 1) else
         f"parallel_branches={v!r} must be auto or a positive integer (trainings of a level run at once)"))
+    eval_beside_training: Any = _setting("auto", Rule(validate=lambda v: None if v == "auto" or isinstance(v, bool) else
+        f"eval_beside_training={v!r} must be auto, true or false"))
     test_curve: bool = flag(False, "evaluate the test split at every evaluation (default: only where results read it)")
     checkpoint_every: int = positive_int(1000, 1000)
     mask_gradients: bool = flag(False)

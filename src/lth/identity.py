@@ -43,6 +43,7 @@ SPEED_AND_OUTPUT_KEYS = (
     "checkpoint_every",
     "eval_batch_size",
     "test_curve",
+    "eval_beside_training",
     "parallel_branches",
     "trainer.torch_threads",
 )

@@ -64,6 +64,13 @@ def lr_schedule(cfg: DictConfig) -> LRSchedule:
     return LRSchedule(warm, tuple(int(m) for m in cfg.schedule.milestones), float(cfg.schedule.gamma))
 
 
+def eval_beside_training(cfg: DictConfig, device: torch.device) -> bool:
+    """``eval_beside_training``: true, false, or auto (the default): on the CPU, where the evaluation
+    thread can take a core of its own; not on a GPU, where it would queue on the same stream."""
+    value = cfg.get("eval_beside_training", "auto")
+    return device.type == "cpu" if value in (None, "auto") else bool(value)
+
+
 def steps_per_call(limit: int, *iterations: int) -> int:
     """The largest group size <= ``limit`` that divides every iteration given (round start and end,
     evaluation and checkpoint periods, θK), so that every group boundary Lightning's callbacks see
@@ -129,7 +136,8 @@ class RoundTrainer:
         on_point = (lambda p: self.tracker.curve_point(t.level, t.branch, p)) if self.tracker else None
         evaluation = PeriodicEvaluation({s: self.dm.splits[s] for s in ("val", "test")}, int(cfg.eval_every), end,
                                         int(cfg.eval_batch_size), on_point=on_point,
-                                        test_curve=bool(cfg.get("test_curve", False)))
+                                        test_curve=bool(cfg.get("test_curve", False)),
+                                        background=eval_beside_training(cfg, self.dm.splits["val"][0].device))
         ckpt_dir = t.folder / "checkpoints"
         where = f"during round {t.level} {t.branch}"
         callbacks = [evaluation, SaveOnSignal(ckpt_dir / "last.ckpt", where),
