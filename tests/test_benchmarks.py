@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +21,7 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--models", "LeNet-300-100", "--threads", "1", "--json", str(out),
-         *(["--compiled"] if COMPILER else [])],
+         "--sections", "steps,memory", *(["--compiled"] if COMPILER else [])],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -32,6 +33,29 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
     assert ("optimizer.compile=true" in proc.stdout) == COMPILER
     assert results["eval_s"] > 0
     assert sorted(results["memory"]["rss_mb"]) == ["0", "1", "2"]
+
+
+@pytest.mark.slow
+def test_benchmarks_of_a_round_and_a_level_run_and_compare_like_with_like(tmp_path):
+    """(6) a real round under each evaluation variant and (7) a level in workers against one after
+    another: the results they time are the same (test accuracy, early-stopping iteration, rows)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--threads", "1", "--json", str(out), "--sections", "round,level",
+         "--data-root", str(tmp_path / "no-mnist-here")],  # the embedded digits: fast
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    variants = [v for v in results["round"] if v != "iterations"]
+    assert len(variants) == 3 and all(len(results["round"][v]) == 1 for v in variants)
+    measured = {(p["test_acc_at_es"], p["es_iteration"], p["final_test_acc"]) for v in variants for p in results["round"][v]}
+    assert len(measured) == 1  # the same round, evaluated three ways
+    assert results["round"][variants[0]][0]["evaluations"] > results["round"][variants[1]][0]["evaluations"] or \
+        measured.pop()[1] == results["round"]["iterations"]  # fewer test passes unless every point was a new minimum
+    level = results["level"]
+    assert level["identical_results"] is True and level["workers"] >= 2 and all(t > 0 for t in level["parallel"])
+    assert "(6) evaluation share" in proc.stdout and "(7) one level" in proc.stdout
 
 
 def test_probes_keep_pruned_weights_at_zero_and_time_every_evaluation_method():

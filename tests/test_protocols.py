@@ -173,6 +173,11 @@ class CountBackwards(CountBatchEnds):
         self.backwards += 1
 
 
+class BeforeStep(pl.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        pass
+
+
 def _results_without_timing(folder):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time_s", "time_s")} for r in rows]
     curves = {p.parent.relative_to(folder).as_posix(): strip(read_csv(p)) for p in sorted(folder.rglob("curve.csv"))}
@@ -253,6 +258,7 @@ def test_lightning_profiler_can_be_selected_and_checkpoint_key_is_cached(tmp_pat
     ({"precision": "bf16-mixed"}, False),             # mixed precision: Lightning's backward
     ({"profiler": "simple"}, False),                  # profiled: the hooks are timed
     ({"callbacks": [CountBackwards()]}, False),       # a callback with a backward hook
+    ({"callbacks": [BeforeStep()]}, False),           # a callback that looks at gradients before the step
 ])
 def test_direct_backward_only_when_lightnings_would_do_nothing_else(trainer_kwargs, plain):
     from lth.training.lean_trainer import NoProfiler

@@ -272,6 +272,7 @@ class TrainerConfig:
     enable_progress_bar: bool = flag(True)
     steps_per_call: int = positive_int(20, 20)
     profiler: Optional[str] = choice(None, PROFILERS)
+    torch_threads: int = positive_int(1, 1, "torch threads per network (the same bits in any parallel_branches)")
 
 
 @dataclass
@@ -305,6 +306,12 @@ class LthConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     eval_every: int = positive_int(100, 100)
     eval_batch_size: int = positive_int(1000, 1000)
+    parallel_branches: Any = _setting("auto", Rule(validate=lambda v: None if v == "auto" or (
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1) else
+        f"parallel_branches={v!r} must be auto or a positive integer (trainings of a level run at once)"))
+    eval_beside_training: Any = _setting("auto", Rule(validate=lambda v: None if v == "auto" or isinstance(v, bool) else
+        f"eval_beside_training={v!r} must be auto, true or false"))
+    test_curve: bool = flag(False, "evaluate the test split at every evaluation (default: only where results read it)")
     checkpoint_every: int = positive_int(1000, 1000)
     mask_gradients: bool = flag(False)
     instability: bool = flag(False, "a second copy of each ticket with other SGD noise; the error barrier")

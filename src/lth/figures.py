@@ -190,10 +190,24 @@ def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str =
     return fig
 
 
+def curve_metric(curves) -> str:
+    """``test_acc`` when every point of ``curves`` (lists of evaluation points) has a test accuracy
+    (``test_curve=true``), else ``val_acc``: by default the test split is evaluated only at new
+    validation minima (``lth.training.evaluation.PeriodicEvaluation``)."""
+    points = [p for c in curves for p in c]
+    finite = all(isinstance(p.get("test_acc"), (int, float)) and math.isfinite(p["test_acc"]) for p in points)
+    return "test_acc" if points and finite else "val_acc"
+
+
+CURVE_LABELS = {"test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)"}
+
+
 def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = ""):
-    """``curves``: label -> evaluation points; test accuracy against iteration, one line per level
-    (with a min/max band when the points carry ``test_acc_min`` / ``test_acc_max``). The legend
-    is to the right of the plot. Returns the figure (already saved and closed)."""
+    """``curves``: label -> evaluation points; the test accuracy against iteration, one line per level,
+    or the validation accuracy, labelled so, when the test split was not evaluated at every point
+    (``curve_metric``); with a min/max band when the points carry ``<metric>_min`` / ``<metric>_max``.
+    The legend is to the right of the plot. Returns the figure (already saved and closed)."""
+    key = curve_metric(curves.values())
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cmap = plt.get_cmap("viridis")
     n = max(len(curves), 1)
@@ -201,12 +215,12 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str =
     for i, (label, points) in enumerate(curves.items()):
         color = cmap(0.9 * i / max(n - 1, 1))
         x = [p["iteration"] for p in points]
-        ax.plot(x, [100 * p["test_acc"] for p in points], label=label, color=color, linewidth=width)
-        if points and all("test_acc_min" in p for p in points):
-            ax.fill_between(x, [100 * p["test_acc_min"] for p in points], [100 * p["test_acc_max"] for p in points],
+        ax.plot(x, [100 * p[key] for p in points], label=label, color=color, linewidth=width)
+        if points and all(f"{key}_min" in p for p in points):
+            ax.fill_between(x, [100 * p[f"{key}_min"] for p in points], [100 * p[f"{key}_max"] for p in points],
                             color=color, alpha=0.18 if n <= 4 else 0.08, linewidth=0)
     ax.set_xlabel("training iteration")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(CURVE_LABELS[key])
     ax.grid(True, alpha=0.3)
     if curves:
         rows = 17  # a column fits 17 entries beside a 4.2-inch plot

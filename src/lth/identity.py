@@ -42,6 +42,10 @@ SPEED_AND_OUTPUT_KEYS = (
     "trainer.steps_per_call",
     "checkpoint_every",
     "eval_batch_size",
+    "test_curve",
+    "eval_beside_training",
+    "parallel_branches",
+    "trainer.torch_threads",
 )
 # Settings that only add branches (lth.lottery.branches) beside the ticket.
 BRANCH_KEYS = ("controls", "instability", "analysis")

@@ -69,6 +69,7 @@ class ExperimentProgress:
         self.skipped = 0
         self.current: tuple[int, str, float] | None = None  # (level, branch, % remaining) of the one running
         self.current_since: float | None = None
+        self.running: dict[tuple[int, str], tuple[float, float]] = {}  # (level, branch) -> (% remaining, since)
         self.timed_wall = 0.0  # wall time from rate_origin to the end of the last timed training
         self.rate_origin = self.started_at  # the start, moved on by the time spent on skipped trainings
         self.last_end = self.started_at
@@ -80,13 +81,18 @@ class ExperimentProgress:
     def training_started(self, level: int, branch: str, remaining_pct: float) -> None:
         self.current = (int(level), str(branch), float(remaining_pct))
         self.current_since = self.clock()
+        self.running[self.current[:2]] = (self.current[2], self.current_since)
 
-    def training_finished(self, seconds: float | None = None) -> None:
-        """The running training ended after ``seconds`` (default: since ``training_started``)."""
+    def training_finished(self, seconds: float | None = None, level: int | None = None, branch: str | None = None) -> None:
+        """A running training ended after ``seconds`` (default: since its ``training_started``): the
+        one of ``level`` and ``branch`` (several run at once with ``parallel_branches``), else the last started."""
+        key = (int(level), str(branch)) if branch is not None else (self.current[:2] if self.current else None)
+        _, since = self.running.pop(key, (None, self.current_since))
         if seconds is None:
-            seconds = self.clock() - self.current_since if self.current_since is not None else 0.0
+            seconds = self.clock() - since if since is not None else 0.0
         self.durations.append(max(float(seconds), 0.0))
-        self.current_since = None
+        if key == (self.current[:2] if self.current else None):
+            self.current_since = None
         self.last_end = self.clock()
         self.timed_wall = self.last_end - self.rate_origin
 
@@ -108,7 +114,7 @@ class ExperimentProgress:
 
     def status(self) -> str:
         """``training 5/31, 4m12s so far, ~10m left`` (the bar's tail)."""
-        number = self.done + (1 if self.current_since is not None else 0)
+        number = self.done + max(len(self.running), 1 if self.current_since is not None else 0)
         total = max(self.trainings, number)
         left = self.remaining_seconds()
         eta = "time left known after the first training" if left is None else f"~{format_duration(left)} left"
@@ -117,21 +123,24 @@ class ExperimentProgress:
     def describe(self) -> str:
         """One line: the level and branch running (if any), then ``status()``."""
         parts = []
-        if self.current is not None:
-            level, branch, remaining = self.current
-            of = f"/{self.levels - 1}" if self.levels else ""  # levels count the dense level 0
-            parts.append(f"level {level}{of} {branch} ({remaining:.3g}% of weights)")
+        of = f"/{self.levels - 1}" if self.levels else ""  # levels count the dense level 0
+        running = [(*key, r) for key, (r, _) in self.running.items()] or ([self.current] if self.current else [])
+        if running:  # every branch running (several with parallel_branches)
+            parts.append(", ".join(f"level {level}{of} {branch} ({remaining:.3g}% of weights)"
+                                   for level, branch, remaining in running))
         parts.append(self.status())
         return ": ".join(parts)
 
 
 def latest_evaluation(trainer) -> dict | None:
     """The last point of the evaluation callback's curve (duck typing: a ``curve`` list of dicts
-    with ``val_acc`` and ``test_acc``), or None."""
+    with ``val_acc`` and ``test_acc``), or None. Where the test split was skipped there (NaN,
+    ``test_curve=false``), ``test_acc`` is the latest one measured."""
     for callback in getattr(trainer, "callbacks", []) or []:
         curve = getattr(callback, "curve", None)
         if isinstance(curve, list) and curve and isinstance(curve[-1], dict) and "test_acc" in curve[-1]:
-            return curve[-1]
+            tested = next((p["test_acc"] for p in reversed(curve) if not math.isnan(float(p["test_acc"]))), math.nan)
+            return {**curve[-1], "test_acc": tested}
     return None
 
 

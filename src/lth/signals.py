@@ -35,6 +35,9 @@ class Interrupted(BaseException):
         self.where = where
         super().__init__(f"{signal.Signals(signum).name}{' ' + where if where else ''}")
 
+    def __reduce__(self):  # raised in a worker process (parallel_branches), re-raised in the parent
+        return Interrupted, (self.signum, self.where)
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signum

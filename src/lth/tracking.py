@@ -106,7 +106,8 @@ class Tracker:
 
     def curve_point(self, round_: int, branch: str, point: dict) -> None:
         prefix = f"curve/{branch}/r{round_:02d}"
-        data = {f"{prefix}/{k}": v for k, v in point.items() if k not in ("iteration", "time_s")}
+        # test_* are NaN where the test split was not evaluated (test_curve=false): not logged there
+        data = {f"{prefix}/{k}": v for k, v in point.items() if k not in ("iteration", "time_s") and v == v}
         data["curve/iteration"] = point["iteration"]
         self._log(data)
 

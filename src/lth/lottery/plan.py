@@ -6,8 +6,12 @@
     for level in 1..rounds:
         mask  <- prune the pruning rule's rate of the remaining weights of the search branch's
                  trained weights (one-shot: of the dense round's)
-        for branch in ticket, [continued], controls..., analyses...:
+        train_level(level): for branch in ticket, [continued], controls..., analyses...:
             train branch's network: its mask, its start state (θK & mask for the ticket), its data order
+
+A level's trainings are independent once its masks and start states are drawn: ``train_level``
+trains them one after another or, with ``parallel_branches=N``, N at a time in worker processes
+(``lth.lottery.parallel``); the analyses that read several of them (instability) run after all.
 
 Every stage looks on disk first and skips what is complete, so re-running the same command
 continues an interrupted experiment and adding a branch trains only that branch.
@@ -31,6 +35,7 @@ from lth.lottery import branches as registry
 from lth.lottery.dense import dense_round
 from lth.lottery.layout import FORMAT, Expected, Layout, check_experiment_json
 from lth.lottery.outputs import collect_rows, print_summary, write_outputs
+from lth.lottery.parallel import BranchPool, parallel_workers
 from lth.models import build_model
 from lth.progress import ExperimentProgress, LotteryProgressBar
 from lth.pruning import Mask
@@ -70,6 +75,7 @@ class Lottery:
         self.tracker: Tracker | None = None
         self._masks: dict[int, Mask] = {}
         self.progress = ExperimentProgress(0)
+        self.pool = BranchPool(self, parallel_workers(cfg))  # parallel_branches
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
@@ -81,31 +87,59 @@ class Lottery:
         self.trainer.progress_bar = lambda t: LotteryProgressBar(self.progress, t.level, self.rounds + 1, t.branch,
                                                                  t.mask.weights_remaining())
         rows: list[dict] = []
+        torch.set_num_threads(int(self.cfg.trainer.get("torch_threads", 1)))  # as in every worker: same bits
+        if self.rounds and len(self.branches) > 1:
+            self.pool.warm_up()
         try:
             for level in range(self.rounds + 1):
-                for branch in self.branches:
-                    if level >= branch.first_level:
-                        rows.append(self.train(branch, level))
+                rows += self.train_level(level)
                 self.check_search_alive(level, rows)
                 collect_rows(self, rows, write=True)
         finally:
+            self.pool.close()
             figures = write_outputs(self, rows) if rows else []
             self.tracker.finish(collect_rows(self, rows), figures)
         print_summary(self, rows)
         return rows
 
-    def train(self, branch: registry.Branch, level: int) -> dict:
-        if level == 0 and branch.name == "ticket":
-            return dense_round(self)
-        folder = self.layout.branch(level, branch.name)
-        row = self.trainer.finished(folder, branch.keep_final)
-        if row is not None:
-            self.progress.training_skipped()
+    def train_level(self, level: int) -> list[dict]:
+        """The rows of every branch at ``level``, in registry order. The seam where a level's trainings
+        are scheduled: the dense round first (the others start from its θK), then the remaining
+        trainings one after another or through ``self.pool``, then each branch's analyses."""
+        branches = [b for b in self.branches if level >= b.first_level]
+        rows: dict[str, dict] = {}
+        todo: list[Training] = []
+        for branch in branches:
+            if level == 0 and branch.name == "ticket":
+                rows[branch.name] = dense_round(self)
+                continue
+            folder = self.layout.branch(level, branch.name)
+            row = self.trainer.finished(folder, branch.keep_final)
+            if row is not None:
+                self.progress.training_skipped()
+                rows[branch.name] = row
+            else:
+                todo.append(Training(level, branch.name, folder, branch.mask(level),
+                                     self.model_at(branch.start_state(level)), branch.start_iteration(level),
+                                     branch.data_seed(level), branch.keep_final))
+        if len(todo) > 1 and self.pool.workers > 1:
+            trained = self.pool.train(todo)
+            for row in trained:
+                self.report(row)
         else:
-            training = Training(level, branch.name, folder, branch.mask(level), self.model_at(branch.start_state(level)),
-                                branch.start_iteration(level), branch.data_seed(level), branch.keep_final)
-            row = self.trainer.train(training)
-        return branch.finish(level, row)  # analyses of a trained network (idempotent)
+            trained = [self.trainer.train(t) for t in todo]
+        rows.update({t.branch: row for t, row in zip(todo, trained)})
+        return [b.finish(level, rows[b.name]) for b in branches]  # analyses of a trained network (idempotent)
+
+    def report(self, row: dict) -> None:
+        """To W&B, what a training in a worker process would have logged (its curve, then its row)."""
+        if self.tracker is None or not self.tracker.active:
+            return
+        from lth.lottery.outputs import read_curve
+
+        for point in read_curve(self.layout.curve(row["round"], row["branch"])):
+            self.tracker.curve_point(row["round"], row["branch"], point)
+        self.tracker.level(row)
 
     def check_search_alive(self, level: int, rows: list[dict]) -> None:
         row = next(r for r in rows if r["round"] == level and r["branch"] == (self.search if level else "ticket"))

@@ -95,9 +95,14 @@ def aggregate(setting: Setting) -> list[dict]:
     return sorted(out, key=lambda r: (r["round"], order(r["branch"]), r["branch"]))
 
 
-def mean_curve(paths: list[Path], key: str = "test_acc") -> list[dict]:
-    """Mean with min/max of ``key`` over the trials' curves, at the iterations they share."""
+def mean_curve(paths: list[Path], key: str | None = None) -> list[dict]:
+    """Mean with min/max of ``key`` over the trials' curves, at the iterations they share (default:
+    the test accuracy when every point has one, else the validation accuracy: ``curve_metric``)."""
     curves = [read_csv(p) for p in paths if p.exists()]
+    if key is None:
+        from lth.figures import curve_metric
+
+        key = curve_metric(curves)
     curves = [c for c in curves if c and key in c[0]]
     if not curves:
         return []

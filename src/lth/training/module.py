@@ -103,19 +103,26 @@ class LotteryModule(pl.LightningModule):
         return self.model(x)
 
     def training_step(self, batch, batch_idx):
-        """One optimizer step per ``(x, y)`` in the group ``batch`` (backward through Lightning unless
-        ``backward_hooks_are_no_ops``, decided at the start of training)."""
+        """One optimizer step per ``(x, y)`` in the group ``batch``. Backward and step go through
+        Lightning unless ``backward_hooks_are_no_ops`` (decided at the start of training); then
+        ``loss.backward()`` and the torch optimizer's ``step()`` are called directly, between the two
+        callbacks by which Lightning's manual optimization counts the step (``trainer.global_step``)."""
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        plain_backward = self.__dict__.get("plain_backward", False)
+        plain = self.__dict__.get("plain_backward", False)
+        torch_optimizer = optimizer.optimizer
+        before, after = optimizer._on_before_step, optimizer._on_after_step
         for x, y in batch:
             loss = F.cross_entropy(self.model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            if plain_backward:
+            torch_optimizer.zero_grad(set_to_none=True)
+            if plain:
                 loss.backward()
+                before()
+                torch_optimizer.step()
+                after()
             else:
                 self.manual_backward(loss)
-            optimizer.step()
+                optimizer.step()
             if scheduler is not None:
                 scheduler.step()
         self.__dict__["last_loss"] = loss.detach()  # plain attribute: skips nn.Module.__setattr__
@@ -161,17 +168,20 @@ class LotteryModule(pl.LightningModule):
 
 
 def backward_hooks_are_no_ops(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
-    """Whether ``manual_backward(loss)`` would do nothing but ``loss.backward()``.
+    """Whether ``manual_backward(loss)`` would do nothing but ``loss.backward()``, and Lightning's
+    ``optimizer.step()`` nothing but the torch optimizer's ``step()`` and the step count.
 
     Lightning's backward dispatches ``on_before_backward`` and ``on_after_backward`` to every
     callback and the module, and runs the strategy's and precision plugin's backward hooks:
-    about 25-50 µs per optimizer step, 2.5-5% of a LeNet step on the CPU (BENCHMARKS.md). With
+    about 25-50 µs per optimizer step, 2.5-5% of a LeNet step on the CPU (BENCHMARKS.md). Its
+    step goes through the strategy and the precision plugin, wraps a closure, and dispatches
+    ``on_before_optimizer_step`` (gradient clipping does not apply to manual optimization). With
     one device, plain 32-bit precision, no profiler and none of those hooks overridden, all of
-    that is a no-op, and ``LotteryModule`` calls ``loss.backward()`` itself. Anything else (DDP,
-    mixed precision, a callback with ``on_after_backward``, ``trainer.profiler=...``) goes
-    through Lightning.
+    that is a no-op, and ``LotteryModule`` calls ``loss.backward()`` and ``step()`` itself.
+    Anything else (DDP, mixed precision, a callback with ``on_after_backward`` or
+    ``on_before_optimizer_step``, ``trainer.profiler=...``) goes through Lightning.
     """
-    hooks = ("on_before_backward", "on_after_backward")
+    hooks = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
     return (
         type(trainer.strategy) is SingleDeviceStrategy
         and type(trainer.precision_plugin) is Precision

@@ -7,6 +7,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from torch import nn
@@ -60,6 +62,13 @@ def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
 def lr_schedule(cfg: DictConfig) -> LRSchedule:
     warm = int(cfg.warmup.iterations) if cfg.lr_warmup else 0
     return LRSchedule(warm, tuple(int(m) for m in cfg.schedule.milestones), float(cfg.schedule.gamma))
+
+
+def eval_beside_training(cfg: DictConfig, device: torch.device) -> bool:
+    """``eval_beside_training``: true, false, or auto (the default): on the CPU, where the evaluation
+    thread can take a core of its own; not on a GPU, where it would queue on the same stream."""
+    value = cfg.get("eval_beside_training", "auto")
+    return device.type == "cpu" if value in (None, "auto") else bool(value)
 
 
 def steps_per_call(limit: int, *iterations: int) -> int:
@@ -119,11 +128,16 @@ class RoundTrainer:
             return row
         cfg, end = self.cfg, int(self.cfg.train.iterations)
         t.mask.apply_(t.model)
+        # torch's global generator (dropout) drawn from the training itself, not from what the process
+        # ran before: the same bits in a worker process (parallel_branches) as in a sequential run
+        torch.manual_seed(int.from_bytes(hashlib.sha256(f"{t.data_seed}/{t.level}/{t.branch}".encode()).digest()[:4], "little"))
         module = LotteryModule(t.model, t.mask, optimizer_settings(cfg), lr_schedule(cfg), t.start_iteration, end,
                                mask_gradients=bool(cfg.get("mask_gradients", False)))
         on_point = (lambda p: self.tracker.curve_point(t.level, t.branch, p)) if self.tracker else None
         evaluation = PeriodicEvaluation({s: self.dm.splits[s] for s in ("val", "test")}, int(cfg.eval_every), end,
-                                        int(cfg.eval_batch_size), on_point=on_point)
+                                        int(cfg.eval_batch_size), on_point=on_point,
+                                        test_curve=bool(cfg.get("test_curve", False)),
+                                        background=eval_beside_training(cfg, self.dm.splits["val"][0].device))
         ckpt_dir = t.folder / "checkpoints"
         where = f"during round {t.level} {t.branch}"
         saver = SaveOnSignal(ckpt_dir / "last.ckpt", where)
