@@ -282,6 +282,7 @@ class LoggerConfig:
     mode: str = choice("auto", ("auto", "online", "offline", "disabled"))
     tags: List[str] = _setting([], None)
     group: Optional[str] = text(None, "W&B group (default: the setting's name)")
+    log_artifacts: bool = flag(False, "results.csv/json, figures and masks as a W&B artifact")
 
 
 @dataclass

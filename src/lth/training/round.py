@@ -164,7 +164,7 @@ class RoundTrainer:
             ckpt.unlink(missing_ok=True)
         barrier()  # DDP: every rank reads what rank 0 wrote (final.pt, row.json) from here on
         if self.tracker:
-            self.tracker.level(row)
+            self.tracker.level(row, evaluation.curve)
         log.info("round %d %s: test acc at early stop %.4f (iteration %s), final %.4f, %.1fs", t.level, t.branch,
                  row.get("test_acc_at_es", float("nan")), row.get("es_iteration"),
                  row.get("final_test_acc", float("nan")), wall)
