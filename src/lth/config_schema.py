@@ -269,7 +269,9 @@ class TrainerConfig:
     precision: Any = choice("32-true", PRECISIONS)
     deterministic: Any = _setting(False, Rule(validate=lambda v: None if isinstance(v, bool) or v == "warn" else
                                               f"trainer.deterministic={v!r} must be true, false or warn"))
-    enable_progress_bar: bool = flag(True)
+    matmul_precision: str = choice("highest", ("highest", "high", "medium"),
+                                   "float32 matmuls: exact, or TF32/bf16 Tensor Cores on GPUs")
+    enable_progress_bar: bool = flag(True, "drawn when stdout is a terminal; piped: one line per training")
     steps_per_call: int = positive_int(20, 20)
     profiler: Optional[str] = choice(None, PROFILERS)
 

@@ -138,8 +138,10 @@ class RoundTrainer:
                                       length=end - t.start_iteration, group=group)
         resume = usable_checkpoint(ckpt_dir / "last.ckpt")
         remaining = t.mask.weights_remaining()
-        log.info("round %d/%d %s: %.2f%% of weights remaining, iterations %d..%d%s", t.level, int(cfg.prune.rounds),
-                 t.branch, remaining, t.start_iteration, end, f" (resuming from {resume.name})" if resume else "")
+        # The progress bar (a terminal) or the line at the end (piped) says which training runs; a resume is news.
+        log.log(logging.INFO if resume else logging.DEBUG, "level %d/%d %s: %.2f%% of weights remaining, iterations "
+                "%d..%d%s", t.level, int(cfg.prune.rounds), t.branch, remaining, t.start_iteration, end,
+                f" (resuming from {resume.name})" if resume else "")
         t0 = time.perf_counter()
         trainer.fit(module, train_dataloaders=stream, ckpt_path=str(resume) if resume else None, weights_only=True)
         wall = time.perf_counter() - t0
@@ -149,9 +151,6 @@ class RoundTrainer:
             row.update(summarize(evaluation.curve))
         except DivergedError as exc:
             diverged = diverged or str(exc)
-        if diverged:
-            log.error("round %d %s diverged: %s. Recorded as diverged; lower optimizer.lr or enable lr_warmup=true.",
-                      t.level, t.branch, diverged)
         row.update({"train_time_s": round(evaluation.elapsed or wall, 3), "diverged": bool(diverged),
                     "diverged_reason": diverged or ""})
         row.update({f"remaining:{n}": round(v, 4) for n, v in t.mask.layer_remaining().items()})
@@ -165,9 +164,14 @@ class RoundTrainer:
         barrier()  # DDP: every rank reads what rank 0 wrote (final.pt, row.json) from here on
         if self.tracker:
             self.tracker.level(row, evaluation.curve)
-        log.info("round %d %s: test acc at early stop %.4f (iteration %s), final %.4f, %.1fs", t.level, t.branch,
-                 row.get("test_acc_at_es", float("nan")), row.get("es_iteration"),
-                 row.get("final_test_acc", float("nan")), wall)
+        where = f"level {t.level}/{int(cfg.prune.rounds)} {t.branch} ({remaining:.3g}% of weights)"
+        if diverged:  # one line per finished training, also for a diverged one
+            log.error("%s diverged: %s, stopped and recorded as diverged; lower optimizer.lr or set lr_warmup=true "
+                      "(%.1fs)", where, diverged, wall)
+        else:
+            log.info("%s: early stop at iteration %s, test accuracy %.2f%% (final %.2f%%), %.1fs", where,
+                     row.get("es_iteration"), 100 * row.get("test_acc_at_es", float("nan")),
+                     100 * row.get("final_test_acc", float("nan")), wall)
         return row
 
 
