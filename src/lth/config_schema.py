@@ -308,6 +308,8 @@ class LthConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     eval_every: int = positive_int(100, 100)
     eval_batch_size: int = positive_int(1000, 1000)
+    divergence_factor: float = _setting(1000.0, Rule("a number >= 0 (0: off)", ge=0, example=1000),
+                                        "validation loss above this x its start: diverged, stopped")
     checkpoint_every: int = positive_int(1000, 1000)
     mask_gradients: bool = flag(False)
     instability: bool = flag(False, "a second copy of each ticket with other SGD noise; the error barrier")

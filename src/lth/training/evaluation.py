@@ -54,10 +54,13 @@ class PeriodicEvaluation(pl.Callback):
     choice, as in the reference implementation: a network that never improves stops at its start.
 
     The curve is kept in the callback's state so that a resumed checkpoint carries it.
-    A non-finite training or validation loss stops the round and marks it diverged.
+    A non-finite training or validation loss, or a validation loss above ``divergence_factor`` times
+    its value at the start (0: that check off), stops the round and marks it diverged.
     """
 
-    def __init__(self, splits: dict, every: int, end_iteration: int, batch_size: int, on_point=None):
+    def __init__(self, splits: dict, every: int, end_iteration: int, batch_size: int, on_point=None,
+                 divergence_factor: float = 0.0):
+        self.divergence_factor = float(divergence_factor)
         self.splits = splits
         self.every = every
         self.end_iteration = end_iteration
@@ -95,6 +98,9 @@ class PeriodicEvaluation(pl.Callback):
             self.on_point(point)
         if not math.isfinite(point["val_loss"]):
             self._diverge(trainer, f"validation loss became {point['val_loss']} at iteration {it}")
+        elif self.divergence_factor > 0 and point["val_loss"] > self.divergence_factor * self.curve[0]["val_loss"]:
+            self._diverge(trainer, f"validation loss {point['val_loss']:.3g} at iteration {it} is above "
+                                   f"{self.divergence_factor:g}x its start ({self.curve[0]['val_loss']:.3g}; divergence_factor)")
 
     def _diverge(self, trainer, reason: str):
         self.diverged = reason

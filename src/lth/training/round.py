@@ -123,7 +123,8 @@ class RoundTrainer:
                                mask_gradients=bool(cfg.get("mask_gradients", False)))
         on_point = (lambda p: self.tracker.curve_point(t.level, t.branch, p)) if self.tracker else None
         evaluation = PeriodicEvaluation({s: self.dm.splits[s] for s in ("val", "test")}, int(cfg.eval_every), end,
-                                        int(cfg.eval_batch_size), on_point=on_point)
+                                        int(cfg.eval_batch_size), on_point=on_point,
+                                        divergence_factor=float(cfg.get("divergence_factor", 0)))
         ckpt_dir = t.folder / "checkpoints"
         where = f"during round {t.level} {t.branch}"
         callbacks = [evaluation, SaveOnSignal(ckpt_dir / "last.ckpt", where),
