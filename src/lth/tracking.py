@@ -1,7 +1,7 @@
 """Weights & Biases tracking through Lightning's WandbLogger.
 
 Layout: one W&B run per experiment (Hydra job), grouped by the experiment's setting, with the
-full composed config. The run's history stays small whatever the number of levels (about 30
+full composed config. The run's history stays small whatever the number of levels (32
 keys for 16 levels with two controls):
 
 - ``level/<branch>/{test_acc_at_es,es_iteration,final_test_acc,min_val_loss,train_time_s}``
