@@ -106,7 +106,31 @@ def test_learning_curves_readable(tmp_path, drawn, n):
     fig.canvas.draw()
     assert_legend_clear_of_data(fig)
     legend = fig.axes[0].get_legend() or fig.legends[0]
-    assert len(legend.get_texts()) == n
+    shown = [t.get_text() for t in legend.get_texts()]
+    # at most 8 lines in one color map, the densest and the sparsest among them, the rest evenly between
+    assert len(shown) == min(n, figures.MAX_CURVES) and shown[0] == "100%" and shown[-1] == f"{levels(n)[-1]:.3g}%"
+    assert (f"{figures.MAX_CURVES} of {n} levels" in legend.get_title().get_text()) == (n > figures.MAX_CURVES)
+    picked = [list(curves(n)).index(label) for label in shown]
+    gaps = [b - a for a, b in zip(picked, picked[1:])]
+    assert max(gaps) - min(gaps) <= 1
+
+
+def test_learning_curves_zoom_on_the_trained_points(tmp_path, drawn):
+    """An untrained start at 10% (10 classes) would squash curves between 94% and 98% into one line."""
+    trained = {f"{w:.3g}%": [{"iteration": 0, "test_acc": 0.1}] + [
+        {"iteration": it, "test_acc": 0.98 - 0.003 * i - 0.02 * math.exp(-it / 300)} for it in range(100, 3001, 100)]
+        for i, w in enumerate(levels(6))}
+    figures.plot_learning_curves(trained, tmp_path / "lc.png")
+    low, high = drawn[-1].axes[0].get_ylim()
+    later = [100 * p["test_acc"] for points in trained.values() for p in points[1:]]
+    assert 10 < low < min(later) and max(later) < high <= 101 and high - low < 2 * (max(later) - min(later))
+
+
+def test_learning_curves_keep_the_start_when_it_fits(tmp_path, drawn):
+    rising = {"100%": [{"iteration": it, "test_acc": 0.9 + it / 1e5} for it in range(0, 1001, 100)]}
+    figures.plot_learning_curves(rising, tmp_path / "lc.png")
+    low, _ = drawn[-1].axes[0].get_ylim()
+    assert low < 90  # matplotlib's own limits: every point shows
 
 
 def test_compare_figure_with_setting_labels(tmp_path, drawn):

@@ -62,6 +62,11 @@ def test_wheel_holds_every_config(installed):
     assert shipped == in_repo
 
 
+def test_wheel_ships_py_typed(installed):
+    site, _ = installed
+    assert (site / "lth" / "py.typed").is_file()  # PEP 561: type checkers use lth's annotations
+
+
 def test_installed_package_is_the_one_imported(installed, tmp_path):
     site, env = installed
     out = _run([sys.executable, "-c", "import lth, lth.run; print(lth.__file__); print(lth.run.CONFIG_DIR)"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import lth.progress
+
 import pytorch_lightning as pl
 import pytest
 import torch
@@ -101,7 +103,8 @@ def _fit(tmp_path, start: int, end: int, progress: ExperimentProgress, capsys) -
     return bar, recorder, capsys.readouterr().out
 
 
-def test_bar_in_a_real_fit_shows_level_branch_iterations_and_accuracy(tmp_path, capsys):
+def test_bar_in_a_real_fit_shows_level_branch_iterations_and_accuracy(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lth.progress, "_is_terminal", lambda stream: True)  # capsys stands in for a terminal
     progress = ExperimentProgress(trainings=3, levels=4)
     bar, recorder, out = _fit(tmp_path, start=40, end=140, progress=progress, capsys=capsys)
 
@@ -125,3 +128,11 @@ def test_bar_in_a_real_fit_shows_level_branch_iterations_and_accuracy(tmp_path, 
     bar2, _, out2 = _fit(tmp_path, start=0, end=50, progress=progress, capsys=capsys)
     assert "training 2/3" in bar2.last_postfix and "left" in bar2.last_postfix and "after the first" not in bar2.last_postfix
     assert "it 50/50" in out2
+
+
+def test_bar_is_not_drawn_when_piped_but_still_counts_the_training(tmp_path, capsys):
+    """capsys's stdout is not a terminal: nothing drawn (lth logs one line per training instead)."""
+    progress = ExperimentProgress(trainings=2, levels=2)
+    bar, _, out = _fit(tmp_path, start=0, end=50, progress=progress, capsys=capsys)
+    assert out == "" and not bar.is_enabled
+    assert progress.done == 1 and "training 1/2" in bar.last_postfix

@@ -21,8 +21,15 @@ SILENCED = {
     "Lightning's ModelCheckpoint manual-optimization warning": r"ModelCheckpoint with manual optimization|saved_models",
     "Lightning's logging-interval warning": r"smaller than the logging interval",
     "Lightning's max_steps line": r"`Trainer\.fit` stopped",
-    "Lightning's TPU line": r"TPU available: False",
+    "Lightning's TPU line": r"TPU available",
+    "Lightning's GPU line": r"GPU available: ",
+    "Lightning's CUDA device line": r"LOCAL_RANK",
+    "Lightning's resume lines": r"Restoring states|Restored all states",
+    "Lightning's matmul precision advice": r"set_float32_matmul_precision",
 }
+# lth's one line per finished training: level, branch, early-stop iteration, test accuracy, time.
+TRAINING_LINE = re.compile(r"level (\d+)/\d+ (\w+) \([\d.]+% of weights\): early stop at iteration (\d+), "
+                           r"test accuracy [\d.]+% \(final [\d.]+%\), [\d.]+s$")
 
 
 def library_noise(output: str) -> list[str]:
@@ -33,26 +40,83 @@ def library_noise(output: str) -> list[str]:
             bad.append(line)
         elif re.search(r"Warning|WARNING", line) or "site-packages" in line:
             bad.append(line)  # any other library warning (Lightning prints them as "<file>:<line>: message")
-    if sum("GPU available" in line for line in output.splitlines()) > 1:
-        bad.append("'GPU available' shown more than once")
     return bad
 
 
-def test_quick_start_prints_no_library_chatter(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["WANDB_MODE"] = "offline"  # the default logger (W&B), offline as on a machine without a login
-    run_dir = tmp_path / "run"
-    out = subprocess.run(
-        [sys.executable, "-m", "lth.run", "experiment=quickstart", "prune.rounds=1", "train.iterations=100",
-         "checkpoint_every=50",  # a checkpoint inside the round: Lightning's ModelCheckpoint warning
-         f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    output = out.stdout + out.stderr
-    assert out.returncode == 0, output
-    assert (run_dir / "results.csv").is_file()
-    assert "round 1" in output and "wandb sync" in output  # lth's own lines are still there
+def run_piped(tmp_path, *overrides: str, runner: list[str] | None = None, env: dict | None = None):
+    """``python -m lth.run`` with stdout and stderr piped (a cluster job's log), W&B offline."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    base["WANDB_MODE"] = "offline"  # the default logger (W&B), offline as on a machine without a login
+    cmd = [sys.executable, *(runner or ["-m", "lth.run"]), "experiment=quickstart", "prune.rounds=1",
+           "train.iterations=100", *overrides]
+    return subprocess.run(cmd, cwd=tmp_path, env={**base, **(env or {})}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
+
+
+def check_piped_output(output: str, trained: list[tuple[str, str]]) -> None:
+    """One line per finished training, no redraws, no library chatter, the ``wandb sync`` hint once, last."""
+    assert "\r" not in output and "it/s" not in output, output  # no progress-bar redraws
     assert library_noise(output) == [], output
+    lines = [line for line in output.splitlines() if line.strip()]
+    done = [TRAINING_LINE.search(line) for line in lines]
+    assert [(m[1], m[2]) for m in done if m] == trained, output
+    # no line at a training's start, except for one that resumes from a checkpoint
+    assert not any("iterations 0.." in line and "resuming" not in line for line in lines), output
+    assert sum("wandb sync" in line for line in lines) == 1 and "wandb sync" in lines[-1], output
+
+
+def test_quick_start_piped_prints_one_line_per_training_and_no_library_chatter(tmp_path):
+    run_dir = tmp_path / "run"
+    # checkpoint_every=50: a checkpoint inside the round (Lightning's ModelCheckpoint warning)
+    out = run_piped(tmp_path, "checkpoint_every=50", f"hydra.run.dir={run_dir}")
+    assert out.returncode == 0, out.stdout
+    assert (run_dir / "results.csv").is_file()
+    check_piped_output(out.stdout, [("0", "ticket"), ("1", "ticket"), ("1", "reinit")])
+
+
+@pytest.mark.slow
+def test_resumed_quick_start_piped_says_resuming_once_and_nothing_from_lightning(tmp_path):
+    from tests.test_resume import RUNNER
+
+    run_dir = tmp_path / "run"
+    args = ["checkpoint_every=50", f"hydra.run.dir={run_dir}"]
+    killed = run_piped(tmp_path, *args, runner=["-c", RUNNER],  # killed before level 1's ticket is marked done
+                       env={"KILL_ON": "*/round_01/ticket/row.json"})
+    assert killed.returncode == -9 and (run_dir / "round_01/ticket/checkpoints/last.ckpt").exists(), killed.stdout
+    out = run_piped(tmp_path, *args)
+    assert out.returncode == 0, out.stdout
+    check_piped_output(out.stdout, [("1", "ticket"), ("1", "reinit")])
+    assert sum("resuming from last.ckpt" in line for line in out.stdout.splitlines()) == 1, out.stdout
+
+
+def test_terminal_keeps_the_progress_bar(tmp_path):
+    """On a terminal (a pseudo-terminal here) the bar is drawn and redrawn in place."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # a 160-column terminal
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.Popen([sys.executable, "-m", "lth.run", "experiment=quickstart", "prune.rounds=1",
+                             "controls=[]", "train.iterations=100", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=tmp_path, env=env, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    output = b"".join(chunks).decode(errors="replace")
+    assert proc.wait(timeout=300) == 0, output
+    redraws = [part for part in output.replace("\r\n", "\n").split("\r") if "level 1/1 ticket 80.2% weights |" in part]
+    assert len(redraws) >= 2 and "it 100/100" in redraws[-1], output  # drawn, then redrawn in place
 
 
 # One real message per filter in lth.quiet.WARNING_FILTERS, with the module that raises it.
@@ -63,6 +127,8 @@ SAMPLES = [
      "saved.", UserWarning, "pytorch_lightning.callbacks.model_checkpoint"),
     ("The number of training batches (10) is smaller than the logging interval Trainer(log_every_n_steps=50).",
      UserWarning, "pytorch_lightning.loops.fit_loop"),
+    ("Checkpoint directory /x/round_01/ticket/checkpoints exists and is not empty.", UserWarning,
+     "pytorch_lightning.callbacks.model_checkpoint"),
 ]
 
 
@@ -79,22 +145,46 @@ def test_warning_filters_are_targeted():
         assert [str(w.message) for w in caught] == [text, "another message", text], text
 
 
-def test_log_filter_drops_and_keeps_once():
+def test_log_filter_drops_lightnings_device_resume_and_precision_lines():
     f = LibraryMessageFilter(LOG_RULES["utilities.rank_zero"])
+    cuda = LibraryMessageFilter(LOG_RULES["accelerators.cuda"])
 
-    def passes(msg: str) -> bool:
-        return f.filter(logging.LogRecord("pytorch_lightning.utilities.rank_zero", logging.INFO, "x", 1, msg, None, None))
+    def passes(msg: str, flt=f) -> bool:
+        return flt.filter(logging.LogRecord("pytorch_lightning.utilities.rank_zero", logging.INFO, "x", 1, msg, None, None))
 
+    # Lightning 2.6's exact texts (pytorch_lightning.trainer.setup, .connectors.checkpoint_connector,
+    # .accelerators.cuda; lightning_fabric.accelerators.cuda)
     assert not passes("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
     assert not passes("`Trainer.fit` stopped: `max_steps=600` reached.")
     assert not passes("TPU available: False, using: 0 TPU cores")
-    assert passes("TPU available: True, using: 8 TPU cores")
-    assert passes("GPU available: True (cuda), used: True")
-    assert not passes("GPU available: True (cuda), used: True")  # once per process
-    assert passes("Restoring states from the checkpoint path at last.ckpt")  # anything else passes
+    assert not passes("GPU available: True (cuda), used: True")
+    assert not passes("Restoring states from the checkpoint path at /x/round_01/ticket/checkpoints/last.ckpt")
+    assert not passes("Restored all states from the checkpoint at /x/round_01/ticket/checkpoints/last.ckpt")
+    assert not passes("You are using a CUDA device ('NVIDIA H200') that has Tensor Cores. To properly utilize them, you "
+                      "should set `torch.set_float32_matmul_precision('medium' | 'high')` which will trade-off precision")
+    assert not passes("LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]", cuda)
+    assert passes("Loaded model weights from the checkpoint at x.ckpt")  # anything else passes
+    assert passes("LOCAL_RANK: 0 - something else", cuda)
 
 
-@pytest.mark.parametrize("name", ["pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda"])
+def test_matmul_precision_setting_is_applied():
+    import torch
+
+    from lth.training.device import resolve_device
+    from tests.conftest import compose_config
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        resolve_device(compose_config(["trainer=cpu", "trainer.matmul_precision=medium"]).trainer)
+        assert torch.get_float32_matmul_precision() == "medium"
+        resolve_device(compose_config(["trainer=cpu"]).trainer)
+        assert torch.get_float32_matmul_precision() == "highest"  # the default: exact float32
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("name", ["pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+                                  "lightning_fabric.utilities.rank_zero", "lightning_fabric.accelerators.cuda"])
 def test_quiet_attaches_one_filter_per_logger(name):
     quiet()
     quiet()

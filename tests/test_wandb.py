@@ -10,7 +10,7 @@ import pytest
 
 from lth.lottery import Lottery
 from tests.conftest import compose_config
-from tests.wandb_records import history, run_record, wait_for_exit
+from tests.wandb_records import artifacts, history, logged_keys, metric_axes, run_record, table, wait_for_exit
 
 TINY = ["experiment=quickstart", "trainer=cpu", "trainer.enable_progress_bar=false", "prune.rounds=1",
         "train.iterations=20", "eval_every=10", "controls=[reinit]"]
@@ -21,40 +21,127 @@ def _results(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_offline_run_holds_levels_curves_and_table(tmp_path, monkeypatch):
+def _offline_log(folder: Path, newest: bool = True) -> Path:
+    runs = sorted((folder / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime)
+    log_files = list(runs[-1 if newest else 0].glob("*.wandb"))
+    assert len(log_files) == 1
+    wait_for_exit(log_files[0])
+    return log_files[0]
+
+
+def _charted_levels(run_dir: Path, hist: list[dict], key: str) -> set[str]:
+    """The lines of the last custom chart logged as ``key`` (W&B stores its data as ``<key>_table``)."""
+    last = [h for h in hist if f"{key}_table/path" in h][-1]
+    return {r["lineKey"] for r in table(run_dir, last, f"{key}_table")}
+
+
+def test_offline_run_holds_levels_curves_layers_tables_and_artifact(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = compose_config([*TINY, "logger=wandb", "logger.mode=offline"])
+    cfg = compose_config([*TINY, "logger=wandb", "logger.mode=offline", "logger.log_artifacts=true"])
     exp = Lottery(cfg, tmp_path / "exp")
     rows = exp.run()
     import wandb
 
     assert wandb.run is None, "wandb.finish() must end the run after the experiment"
-    runs = list((tmp_path / "exp" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    log_files = list(runs[0].glob("*.wandb"))
-    assert len(log_files) == 1
-    wait_for_exit(log_files[0])
-    hist = history(log_files[0])
+    assert len(list((tmp_path / "exp" / "wandb").glob("offline-run-*"))) == 1
+    log_file = _offline_log(tmp_path / "exp")
+    run_dir, hist = log_file.parent, history(log_file)
 
-    # One point per level and branch, against % weights remaining.
+    # One point per level and branch, on the level axis (% weights remaining).
+    assert metric_axes(log_file)["level/*"] == "level/weights_remaining"
     for row in rows:
         key = f"level/{row['branch']}/test_acc_at_es"
         hits = [h for h in hist if key in h and h["level/weights_remaining"] == pytest.approx(row["weights_remaining"])]
-        assert len(hits) == 1, (key, len(hist), [h.get("level/weights_remaining") for h in hist if key in h], row)
+        assert len(hits) == 1, (key, row)
         assert hits[0][key] == pytest.approx(row["test_acc_at_es"])
         assert hits[0][f"level/{row['branch']}/es_iteration"] == row["es_iteration"]
-    # Learning curves of every level, against curve/iteration.
-    assert any("curve/ticket/r00/test_acc" in h and h["curve/iteration"] == 20 for h in hist)
-    assert any("curve/reinit/r01/val_loss" in h for h in hist)
-    # The results table: logged as a table file with one row per trained network.
-    tables = [h for h in hist if h.get("results/_type") == "table-file"]
-    assert len(tables) == 1 and tables[0]["results/nrows"] == len(rows) == 3
-    table = json.loads((runs[0] / "files" / tables[0]["results/path"]).read_text())
-    col = table["columns"]
-    assert {tuple((r[col.index("round")], r[col.index("branch")])) for r in table["data"]} == {(0, "ticket"), (1, "ticket"), (1, "reinit")}
+    # Learning curves: one chart per branch, one line per level (no key per level).
+    assert _charted_levels(run_dir, hist, "curves/ticket") == {"level 0 (100%)", "level 1 (80.2%)"}
+    assert _charted_levels(run_dir, hist, "curves/reinit") == {"level 1 (80.2%)"}
+    assert not any("/r0" in k for k in logged_keys(log_file))
+    # Per-layer sparsity per level: the ticket's remaining:<tensor> columns, one line per tensor.
+    last = [h for h in hist if "layers/ticket_table/path" in h][-1]
+    points = table(run_dir, last, "layers/ticket_table")
+    for row in rows:
+        for name, value in ((k[len("remaining:"):], v) for k, v in row.items() if k.startswith("remaining:")):
+            if row["branch"] == "ticket":
+                assert [p["lineVal"] for p in points if p["lineKey"] == name and p["step"] == pytest.approx(
+                    row["weights_remaining"])] == [pytest.approx(value)]
+    assert not any(k.startswith("layers/reinit") for k in logged_keys(log_file))  # the ticket's own mask
+    # The results table (one row per trained network) and the curves table (every evaluation).
+    results = [h for h in hist if h.get("results/_type") == "table-file"]
+    assert len(results) == 1 and results[0]["results/nrows"] == len(rows) == 3
+    assert {(r["round"], r["branch"]) for r in table(run_dir, results[0], "results")} == {
+        (0, "ticket"), (1, "ticket"), (1, "reinit")}
+    curves = table(run_dir, [h for h in hist if "curves/path" in h][0], "curves")
+    on_disk = sum(len(list(csv.DictReader(open(p)))) for p in (tmp_path / "exp").glob("round_*/*/curve.csv"))
+    assert len(curves) == on_disk == 3 * 3  # 3 networks x evaluations at 0, 10, 20
+    # logger.log_artifacts=true: results, figures and masks in one artifact.
+    art = [a for a in artifacts(log_file) if a.type == "lottery-results"]
+    assert len(art) == 1
+    names = {e.path for e in art[0].manifest.contents}
+    assert {"results.csv", "results.json", "figures/lottery_ticket.png", "figures/learning_curves.png",
+            "masks/round_00/mask.pt", "masks/round_01/mask.pt"} <= names
     # Grouped by setting (seed left out), named after the experiment folder.
-    run = run_record(log_files[0])
+    run = run_record(log_file)
     assert run.run_group.startswith("lenet300_100-layerwise-") and run.display_name == "exp"
+
+
+def test_sixteen_levels_with_controls_log_at_most_40_keys(tmp_path, monkeypatch):
+    """The history's keys do not grow with the levels: 16 levels x (ticket, reinit, random_prune)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from lth.figures import plot_learning_curves, plot_sparsity_figure
+    from lth.tracking import Tracker
+
+    cfg = compose_config([*TINY, "prune.rounds=15", "controls=[reinit,random_prune]", "logger=wandb",
+                          "logger.mode=offline"])
+    tracker = Tracker(cfg, tmp_path, "exp", run_id="sixteen")
+    rows, layers = [], ("fc1.weight", "fc2.weight", "fc3.weight")
+    for level in range(16):
+        remaining = 100 * 0.8 ** level
+        for branch in ("ticket", "reinit", "random_prune")[: 1 if level == 0 else 3]:
+            curve = [{"iteration": it, "train_loss": 1.0, "val_loss": 1.0 - it / 1e3, "val_acc": 0.9, "test_loss": 1.0,
+                      "test_acc": 0.9 + it / 1e4, "lr": 1e-3, "time_s": 0.1} for it in range(0, 101, 10)]
+            for point in curve:
+                tracker.curve_point(level, branch, point)
+            row = {"round": level, "branch": branch, "weights_remaining": remaining, "es_iteration": 100,
+                   "test_acc_at_es": 0.9, "final_test_acc": 0.9, "min_val_loss": 0.9, "val_acc_at_es": 0.9,
+                   "final_iteration": 100, "final_val_loss": 0.9, "train_time_s": 1.0, "diverged": False,
+                   "diverged_reason": "", **{f"remaining:{n}": remaining for n in layers}}
+            tracker.level(row, curve)
+            rows.append(row)
+    figures = [tmp_path / "lottery_ticket.png", tmp_path / "learning_curves.png"]
+    series = {b: [r for r in rows if r["branch"] == b] for b in ("ticket", "reinit", "random_prune")}
+    plot_sparsity_figure(series, figures[0], "t")
+    plot_learning_curves({f"{r['weights_remaining']:.3g}%": [{"iteration": 0, "test_acc": 0.5}] for r in rows}, figures[1], "t")
+    tracker.finish(rows, figures)
+    log_file = _offline_log(tmp_path)
+    keys = logged_keys(log_file)
+    assert len(keys) <= 40, sorted(keys)
+    hist = history(log_file)
+    assert len(_charted_levels(log_file.parent, hist, "curves/ticket")) == 16
+    assert sum("level/ticket/test_acc_at_es" in h for h in hist) == 16
+
+
+def test_resumed_experiment_newest_run_holds_every_level(tmp_path, monkeypatch):
+    """Offline, each part of a resumed experiment is its own run folder: the newest one (the one a
+    user syncs) still holds every level, logged again from disk; the run id is the same."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config([*TINY, "logger=wandb", "logger.mode=offline"])
+    out = tmp_path / "exp"
+    rows = Lottery(cfg, out).run()
+    (out / "round_01" / "reinit" / "row.json").unlink()  # as if stopped before the last training ended
+    Lottery(cfg, out).run()
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 2
+    first, newest = _offline_log(out, newest=False), _offline_log(out)
+    assert run_record(first).run_id == run_record(newest).run_id
+    hist = history(newest)
+    for row in rows:
+        key = f"level/{row['branch']}/test_acc_at_es"
+        assert sum(key in h and h["level/weights_remaining"] == pytest.approx(row["weights_remaining"]) for h in hist) == 1
+    assert _charted_levels(newest.parent, hist, "curves/ticket") == {"level 0 (100%)", "level 1 (80.2%)"}
+    results = [h for h in hist if "results/path" in h]
+    assert len(table(newest.parent, results[0], "results")) == 3
 
 
 def test_group_is_shared_by_seeds_only():

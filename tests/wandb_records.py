@@ -70,3 +70,39 @@ def wait_for_exit(path: Path, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} has no exit record after {timeout}s")
         time.sleep(0.2)
+
+
+HIDDEN = ("_step", "_runtime", "_timestamp")
+
+
+def logged_keys(path: Path) -> set[str]:
+    """The metric keys of the run's history as W&B's dashboard lists them: a table, an image or a
+    custom chart logged under one key is one key (its fields are nested under it)."""
+    keys = set()
+    for r in read_records(path):
+        if r.WhichOneof("record_type") == "history":
+            for i in r.history.item:
+                key = i.key or i.nested_key[0]
+                if key not in HIDDEN:
+                    keys.add(key)
+    return keys
+
+
+def metric_axes(path: Path) -> dict[str, str]:
+    """``define_metric`` records: glob or name -> its step metric."""
+    out = {}
+    for r in read_records(path):
+        if r.WhichOneof("record_type") == "metric":
+            out[r.metric.glob_name or r.metric.name] = r.metric.step_metric
+    return out
+
+
+def artifacts(path: Path) -> list:
+    """The artifacts the run logged (tables W&B stores as run artifacts included)."""
+    return [r.artifact for r in read_records(path) if r.WhichOneof("record_type") == "artifact"]
+
+
+def table(run_dir: Path, row: dict, key: str) -> list[dict]:
+    """The table logged as ``key`` in history row ``row``, as a list of dicts."""
+    data = json.loads((Path(run_dir) / "files" / row[f"{key}/path"]).read_text())
+    return [dict(zip(data["columns"], r)) for r in data["data"]]

@@ -269,7 +269,9 @@ class TrainerConfig:
     precision: Any = choice("32-true", PRECISIONS)
     deterministic: Any = _setting(False, Rule(validate=lambda v: None if isinstance(v, bool) or v == "warn" else
                                               f"trainer.deterministic={v!r} must be true, false or warn"))
-    enable_progress_bar: bool = flag(True)
+    matmul_precision: str = choice("highest", ("highest", "high", "medium"),
+                                   "float32 matmuls: exact, or TF32/bf16 Tensor Cores on GPUs")
+    enable_progress_bar: bool = flag(True, "drawn when stdout is a terminal; piped: one line per training")
     steps_per_call: int = positive_int(20, 20)
     profiler: Optional[str] = choice(None, PROFILERS)
     torch_threads: int = positive_int(1, 1, "torch threads per network (the same bits in any parallel_branches)")
@@ -283,6 +285,7 @@ class LoggerConfig:
     mode: str = choice("auto", ("auto", "online", "offline", "disabled"))
     tags: List[str] = _setting([], None)
     group: Optional[str] = text(None, "W&B group (default: the setting's name)")
+    log_artifacts: bool = flag(False, "results.csv/json, figures and masks as a W&B artifact")
 
 
 @dataclass
@@ -312,6 +315,8 @@ class LthConfig:
     eval_beside_training: Any = _setting("auto", Rule(validate=lambda v: None if v == "auto" or isinstance(v, bool) else
         f"eval_beside_training={v!r} must be auto, true or false"))
     test_curve: bool = flag(False, "evaluate the test split at every evaluation (default: only where results read it)")
+    divergence_factor: float = _setting(1000.0, Rule("a number >= 0 (0: off)", ge=0, example=1000),
+                                        "validation loss above this x its start: diverged, stopped")
     checkpoint_every: int = positive_int(1000, 1000)
     mask_gradients: bool = flag(False)
     instability: bool = flag(False, "a second copy of each ticket with other SGD noise; the error barrier")

@@ -202,13 +202,46 @@ def curve_metric(curves) -> str:
 CURVE_LABELS = {"test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)"}
 
 
+MAX_CURVES = 8  # more lines than this in one color map cannot be told apart
+
+
+def thin_levels(curves: dict, most: int) -> dict:
+    """At most ``most`` of the ``curves`` (in their order, densest first): the first, the last and
+    evenly spaced ones between."""
+    keys = list(curves)
+    if len(keys) <= most:
+        return curves
+    picks = sorted({round(i * (len(keys) - 1) / (most - 1)) for i in range(most)})
+    return {keys[i]: curves[keys[i]] for i in picks}
+
+
+def _trained_range(curves: dict, key: str = "test_acc") -> tuple[float, float] | None:
+    """y limits (%) that show every point after the first evaluation of each curve, with a margin,
+    or None when the starts fit beside them (or there is nothing to show)."""
+    later = [100 * p[key] for points in curves.values() for p in points[1:]]
+    later += [100 * p[k] for points in curves.values() for p in points[1:] for k in (f"{key}_min", f"{key}_max")
+              if k in p]
+    starts = [100 * points[0][key] for points in curves.values() if points]
+    if not later or not starts:
+        return None
+    span = max(max(later) - min(later), 1.0)
+    if min(starts) >= min(later) - span / 2:  # the starts widen the range by at most half: keep them
+        return None
+    margin = 0.08 * span
+    return max(0.0, min(later) - margin), min(100.0 + margin / 4, max(later) + margin)
+
+
 def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = ""):
     """``curves``: label -> evaluation points; the test accuracy against iteration, one line per level,
     or the validation accuracy, labelled so, when the test split was not evaluated at every point
     (``curve_metric``); with a min/max band when the points carry ``<metric>_min`` / ``<metric>_max``.
-    The legend is to the right of the plot. Returns the figure (already saved and closed)."""
+    The legend is to the right of the plot. More than ``MAX_CURVES`` levels: that many, evenly
+    chosen (the legend says so). The y axis starts below the trained points, not at the untrained
+    start. Returns the figure (already saved and closed)."""
     key = curve_metric(curves.values())
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    total = len(curves)
+    curves = thin_levels(curves, MAX_CURVES)
     cmap = plt.get_cmap("viridis")
     n = max(len(curves), 1)
     width = 1.6 if n <= 8 else 1.1
@@ -222,9 +255,13 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str =
     ax.set_xlabel("training iteration")
     ax.set_ylabel(CURVE_LABELS[key])
     ax.grid(True, alpha=0.3)
+    limits = _trained_range(curves, key)
+    if limits is not None:  # the untrained start (10% for 10 classes) would squash the curves into a line
+        ax.set_ylim(*limits)
     if curves:
         rows = 17  # a column fits 17 entries beside a 4.2-inch plot
-        ax.legend(title="% weights\nremaining", fontsize=7, title_fontsize=7, loc="upper left",
+        shown = f"\n({len(curves)} of {total} levels)" if len(curves) < total else ""
+        ax.legend(title=f"% weights\nremaining{shown}", fontsize=7, title_fontsize=7, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False, ncol=math.ceil(len(curves) / rows))
     if title:
         ax.set_title(title, fontsize=10)

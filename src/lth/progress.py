@@ -21,7 +21,9 @@ Plugging it in (one bar per Trainer, i.e. per training)::
     ...
     progress.training_skipped()   # for a training found complete on disk (resume)
 
-The bar reports the training's start and end to ``progress`` itself.
+The bar reports the training's start and end to ``progress`` itself. It is drawn only when
+stdout is a terminal; piped, lth logs one line per finished training instead
+(``lth.training.round``).
 """
 
 from __future__ import annotations
@@ -144,6 +146,13 @@ def latest_evaluation(trainer) -> dict | None:
     return None
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
 def _pct(value) -> str:
     try:
         v = float(value)
@@ -172,6 +181,12 @@ class LotteryProgressBar(TQDMProgressBar):
         self.last_description = ""
         self.last_postfix = ""
         self._drawn_at = -1
+
+    @property
+    def is_enabled(self) -> bool:
+        """Drawn on a terminal only: piped to a file (a cluster job's log), carriage-return redraws are
+        noise, and lth's one line per finished training says what happened."""
+        return super().is_enabled and _is_terminal(sys.stdout)
 
     # -------------------------------------------------------------- text
     def description(self) -> str:

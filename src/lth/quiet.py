@@ -22,12 +22,18 @@ What was silenced and why (Lightning 2.6, W&B 0.31, torch 2.14):
   counts lth's groups of steps (``trainer.steps_per_call``) as batches; lth logs its own
   evaluation curve at ``eval_every`` and does not use Lightning's epoch logging.
 - ``Trainer.fit stopped: max_steps=N reached``: every round ends that way by design.
+- ``Checkpoint directory ... exists and is not empty``: a resumed round continues from the
+  checkpoint in that folder, on purpose.
 
-Lightning's device lines are kept where they tell something: ``GPU available: ..., used: ...``
-(a GPU present but unused is worth seeing) and, on CUDA, ``LOCAL_RANK: r -
-CUDA_VISIBLE_DEVICES: [...]`` are shown once per process instead of once per round;
-``TPU available: False, using: 0 TPU cores`` is dropped (shown when a TPU is present).
-Lightning's real warnings (a GPU available but not used, Tensor Cores precision, ...) pass.
+- Lightning's device and resume lines, once per training: ``GPU available: ..., used: ...``,
+  ``TPU available: ...``, ``LOCAL_RANK: r - CUDA_VISIBLE_DEVICES: [...]`` (lth's config says which
+  device runs; a GPU present but unused still gets Lightning's warning, which passes),
+  ``Restoring states from the checkpoint path ...`` / ``Restored all states ...`` (lth says
+  ``resuming from last.ckpt`` itself).
+- Lightning's advice to call ``torch.set_float32_matmul_precision`` on Tensor-Core GPUs: lth sets
+  the precision from ``trainer.matmul_precision`` (default ``highest``, the exact one, on purpose).
+
+Lightning's real warnings pass.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ WARNING_FILTERS: tuple[tuple[str, type[Warning], str], ...] = (
      _LIGHTNING + r"callbacks\.model_checkpoint"),
     (r"The number of training batches \(\d+\) is smaller than the logging interval", UserWarning,
      _LIGHTNING + r"loops\.fit_loop"),
+    (r"Checkpoint directory .* exists and is not empty", UserWarning, _LIGHTNING + r"callbacks\.model_checkpoint"),
 )
 
 # Lightning's INFO records: logger -> (regex, what to do): "drop" always, "once" per process.
@@ -52,15 +59,19 @@ LOG_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "utilities.rank_zero": (
         (r"💡 Tip: For seamless cloud", "drop"),
         (r"`Trainer\.fit` stopped: `max_steps=\d+` reached", "drop"),
-        (r"TPU available: False", "drop"),
-        (r"GPU available: ", "once"),
+        (r"TPU available: ", "drop"),
+        (r"GPU available: ", "drop"),
+        (r"Restoring states from the checkpoint path", "drop"),
+        (r"Restored all states from the checkpoint", "drop"),
+        (r"You are using a CUDA device .* that has Tensor Cores", "drop"),
     ),
-    "accelerators.cuda": ((r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: ", "once"),),
+    "accelerators.cuda": ((r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: ", "drop"),),
     # lth prints the one interrupted: line (lth.training.interrupt)
     "trainer.connectors.signal_connector": ((r"(\[rank: \d+\] )?Received SIGTERM", "drop"),
                                             (r"Bypassing SIGTERM", "drop")),
 }
-_LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning.pytorch")
+# lightning_fabric: its rank_zero logger and CUDA accelerator say the same things for Fabric's code.
+_LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
 
 class LibraryMessageFilter(logging.Filter):

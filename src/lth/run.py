@@ -33,6 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lth.identity import register_resolvers
+from lth.misuse import discard_unclaimed, refuse_misuse
 from lth.signals import Interrupted, install_process_handlers
 
 register_resolvers()
@@ -167,6 +168,7 @@ def _run(cfg: DictConfig) -> None:
     except user_errors as exc:
         if full_error:
             raise
+        discard_unclaimed(out_dir)  # stopped before the folder was claimed: no half-made folder stays
         _fail(str(exc))
     except OSError as exc:
         if full_error or exc.errno not in _WRITE_ERRNOS:
@@ -201,6 +203,8 @@ def main() -> None:
 
 def _main() -> None:
     from lth.validation import ConfigError, check_output_override
+
+    refuse_misuse(sys.argv)  # SLURM without SLURM, ddp in a local sweep, -sc without a subcommand: one error line
 
     # Hydra's parser wants flags before the overrides; accept `-m` anywhere on the line.
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]

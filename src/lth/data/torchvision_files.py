@@ -64,10 +64,32 @@ def open_torchvision(cls, root: str, train: bool, download: bool, name: str, env
             ) from None
         if not download:
             raise _not_found(name, root_path, str(missing), env_hint) from None
+    before = _tree(root_path)
     try:
         return cls(str(root_path), train=train, download=True)
     except Exception as exc:
+        _remove_new(root_path, before)  # no half-made folder (or partial file) from the failed download
+        reason = " ".join(f"{exc.__class__.__name__}: {exc}".split())  # torchvision's message spans lines
         raise DatasetNotFoundError(
-            f"{name} files not found under {root_path.resolve()} and the download failed "
-            f"({exc.__class__.__name__}: {exc}). Set data.root=PATH (or {env_hint}) to a folder that holds them."
+            f"{name} files not found under {root_path.resolve()} and the download failed ({reason[:300]}). "
+            f"Set data.root=PATH (or {env_hint}) to a folder that holds them."
         ) from None
+
+
+def _tree(root: Path) -> set[Path] | None:
+    """Every path under ``root`` (None when ``root`` does not exist)."""
+    if not root.exists():
+        return None
+    return {Path(d) / n for d, dirs, files in os.walk(root) for n in dirs + files}
+
+
+def _remove_new(root: Path, before: set[Path] | None) -> None:
+    """Remove what appeared under ``root`` since ``before`` (``root`` itself if it was new)."""
+    import shutil
+
+    if before is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for path in sorted(_tree(root) or (), key=lambda p: len(p.parts)):
+        if path not in before and path.exists():
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -100,6 +100,7 @@ class Lottery:
             figures = write_outputs(self, rows) if rows else []
             self.tracker.finish(collect_rows(self, rows), figures)
         print_summary(self, rows)
+        self.tracker.announce()  # the ``wandb sync`` command of an offline run: the job's last line
         return rows
 
     def train_level(self, level: int) -> list[dict]:

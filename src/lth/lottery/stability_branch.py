@@ -83,7 +83,7 @@ class Instability(Branch):
         right.set_xlabel("interpolation α (0: ticket, 1: copy)")
         right.set_ylabel("test error (%)")
         right.set_title("error along the linear path")
-        right.legend(fontsize=8)
+        right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
         out = self.lot.layout.figure("instability")
         save_figure(fig, out)
         return [out]

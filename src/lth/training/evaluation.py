@@ -73,11 +73,14 @@ class PeriodicEvaluation(pl.Callback):
     few steps later than in the foreground; the points after it are dropped.
 
     The curve is kept in the callback's state so that a resumed checkpoint carries it.
-    A non-finite training or validation loss stops the round and marks it diverged.
+    A non-finite training or validation loss, or a validation loss above ``divergence_factor`` times
+    its value at the start (0: that check off), stops the round and marks it diverged.
     """
 
     def __init__(self, splits: dict, every: int, end_iteration: int, batch_size: int, on_point=None,
-                 test_curve: bool = False, background: bool = False):
+                 test_curve: bool = False, background: bool = False, divergence_factor: float = 0.0):
+        self.divergence_factor = float(divergence_factor)
+        self._start_val: float | None = None
         self.splits = splits
         self.every = every
         self.end_iteration = end_iteration
@@ -152,7 +155,11 @@ class PeriodicEvaluation(pl.Callback):
             model.load_state_dict(weights)
         point["val_loss"], point["val_acc"] = evaluate(model, *self.splits["val"], self.batch_size)
         val = point["val_loss"]
-        needed = self.test_curve or point["iteration"] == self.end_iteration or not math.isfinite(val) or val < self._best
+        if self._start_val is None:  # the first point measured is the start (on a resume: the curve's first)
+            self._start_val = self.curve[0]["val_loss"] if self.curve else val
+        exploded = self.divergence_factor > 0 and val > self.divergence_factor * self._start_val  # the round stops here
+        needed = (self.test_curve or point["iteration"] == self.end_iteration or not math.isfinite(val) or val < self._best
+                  or exploded)
         if math.isfinite(val):
             self._best = min(self._best, val)
         if needed:
@@ -173,6 +180,9 @@ class PeriodicEvaluation(pl.Callback):
             self.on_point(point)
         if not math.isfinite(point["val_loss"]):
             self._diverge(f"validation loss became {point['val_loss']} at iteration {point['iteration']}")
+        elif self.divergence_factor > 0 and point["val_loss"] > self.divergence_factor * self.curve[0]["val_loss"]:
+            self._diverge(f"validation loss {point['val_loss']:.3g} at iteration {point['iteration']} is above "
+                          f"{self.divergence_factor:g}x its start ({self.curve[0]['val_loss']:.3g}; divergence_factor)")
 
     def _collect(self, wait: bool) -> None:
         """Take the points measured in the background into the curve, in order (``wait``: all of them)."""

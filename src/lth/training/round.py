@@ -137,7 +137,8 @@ class RoundTrainer:
         evaluation = PeriodicEvaluation({s: self.dm.splits[s] for s in ("val", "test")}, int(cfg.eval_every), end,
                                         int(cfg.eval_batch_size), on_point=on_point,
                                         test_curve=bool(cfg.get("test_curve", False)),
-                                        background=eval_beside_training(cfg, self.dm.splits["val"][0].device))
+                                        background=eval_beside_training(cfg, self.dm.splits["val"][0].device),
+                                        divergence_factor=float(cfg.get("divergence_factor", 0)))
         ckpt_dir = t.folder / "checkpoints"
         where = f"during round {t.level} {t.branch}"
         saver = SaveOnSignal(ckpt_dir / "last.ckpt", where)
@@ -153,8 +154,10 @@ class RoundTrainer:
                                       length=end - t.start_iteration, group=group)
         resume = usable_checkpoint(ckpt_dir / "last.ckpt")
         remaining = t.mask.weights_remaining()
-        log.info("round %d/%d %s: %.2f%% of weights remaining, iterations %d..%d%s", t.level, int(cfg.prune.rounds),
-                 t.branch, remaining, t.start_iteration, end, f" (resuming from {resume.name})" if resume else "")
+        # The progress bar (a terminal) or the line at the end (piped) says which training runs; a resume is news.
+        log.log(logging.INFO if resume else logging.DEBUG, "level %d/%d %s: %.2f%% of weights remaining, iterations "
+                "%d..%d%s", t.level, int(cfg.prune.rounds), t.branch, remaining, t.start_iteration, end,
+                f" (resuming from {resume.name})" if resume else "")
         t0 = time.perf_counter()
         with stop_cleanly(where, saver):
             trainer.fit(module, train_dataloaders=stream, ckpt_path=str(resume) if resume else None, weights_only=True)
@@ -165,9 +168,6 @@ class RoundTrainer:
             row.update(summarize(evaluation.curve))
         except DivergedError as exc:
             diverged = diverged or str(exc)
-        if diverged:
-            log.error("round %d %s diverged: %s. Recorded as diverged; lower optimizer.lr or enable lr_warmup=true.",
-                      t.level, t.branch, diverged)
         row.update({"train_time_s": round(evaluation.elapsed or wall, 3), "diverged": bool(diverged),
                     "diverged_reason": diverged or ""})
         row.update({f"remaining:{n}": round(v, 4) for n, v in t.mask.layer_remaining().items()})
@@ -180,10 +180,15 @@ class RoundTrainer:
             ckpt.unlink(missing_ok=True)
         barrier()  # DDP: every rank reads what rank 0 wrote (final.pt, row.json) from here on
         if self.tracker:
-            self.tracker.level(row)
-        log.info("round %d %s: test acc at early stop %.4f (iteration %s), final %.4f, %.1fs", t.level, t.branch,
-                 row.get("test_acc_at_es", float("nan")), row.get("es_iteration"),
-                 row.get("final_test_acc", float("nan")), wall)
+            self.tracker.level(row, evaluation.curve)
+        where = f"level {t.level}/{int(cfg.prune.rounds)} {t.branch} ({remaining:.3g}% of weights)"
+        if diverged:  # one line per finished training, also for a diverged one
+            log.error("%s diverged: %s, stopped and recorded as diverged; lower optimizer.lr or set lr_warmup=true "
+                      "(%.1fs)", where, diverged, wall)
+        else:
+            log.info("%s: early stop at iteration %s, test accuracy %.2f%% (final %.2f%%), %.1fs", where,
+                     row.get("es_iteration"), 100 * row.get("test_acc_at_es", float("nan")),
+                     100 * row.get("final_test_acc", float("nan")), wall)
         return row
 
 
