@@ -1,0 +1,83 @@
+"""Issue #21's protocol defects, each checked against what the papers and the authors' code define:
+level-0 instability with rewinding, and the data pruning at initialization scores on."""
+
+import csv
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lth.lottery import Lottery
+from lth.lottery.stability_branch import Instability
+from lth.storage import load_tensors
+from tests.conftest import FAST, compose_config
+
+SMALL = ["experiment=quickstart", *FAST, "controls=[]", "train.iterations=40", "eval_every=10"]
+
+
+class FirstBatches(pl.Callback):
+    """Each training's folder, start iteration and first batch."""
+
+    def __init__(self):
+        self.runs = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0 and pl_module.global_step == 0:
+            self.runs.append({"folder": str(trainer.default_root_dir), "start": pl_module.start_iteration,
+                              "first": batch[0][0].clone()})
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- 1. level-0 instability with K > 0
+def test_with_the_same_sgd_noise_the_two_copies_coincide_at_every_level_level_0_included(tmp_path, monkeypatch):
+    """Both ends of the path must be trained the same way from θK, differing only in SGD noise: give the
+    copy the ticket's own data order and the two ends must be the same network (barrier 0) at every
+    level. lth <= 0.2 compared, at level 0, the dense round (trained from θ0 with its optimizer state
+    carried through K) with a copy restarted at θK: different networks even with the same noise."""
+    monkeypatch.setattr(Instability, "data_seed", lambda self, level: self.lot.seed)
+    lot = Lottery(compose_config([*SMALL, "instability=true", "prune.rounds=1", "rewind_iteration=10"]), tmp_path / "e")
+    lot.run()
+    for level in (0, 1):
+        path = read_csv(lot.layout.branch(level, "instability") / "path.csv")
+        errors = [float(p["error"]) for p in path]
+        assert max(errors) - min(errors) == 0.0, level
+        row = next(r for r in read_csv(lot.layout.results_csv) if r["round"] == str(level) and r["branch"] == "instability")
+        assert float(row["instability"]) == 0.0
+    ref = load_tensors(lot.layout.branch(0, "instability") / "reference" / "final.pt")
+    copy = lot.final_weights(0, "instability")
+    assert all(torch.equal(ref[k], copy[k]) for k in ref)
+
+
+def test_level_0_reference_restarts_from_theta_k_with_the_tickets_data_order(tmp_path):
+    rec = FirstBatches()
+    lot = Lottery(compose_config([*SMALL, "instability=true", "prune.rounds=1", "rewind_iteration=10"]), tmp_path / "e")
+    lot.extra_callbacks.append(rec)
+    lot.run()
+    ref = next(r for r in rec.runs if r["folder"].endswith("round_00/instability/reference"))
+    copy0 = next(r for r in rec.runs if r["folder"].endswith("round_00/instability"))
+    ticket1 = next(r for r in rec.runs if r["folder"].endswith("round_01/ticket"))
+    assert ref["start"] == copy0["start"] == ticket1["start"] == 10
+    assert torch.equal(ref["first"], ticket1["first"])  # the ticket's data order from iteration K
+    assert not torch.equal(ref["first"], copy0["first"])  # the copy: other SGD noise
+    # α = 0 is the reference's final test error, exactly; the dense round is not on the path
+    table = read_csv(lot.layout.results_csv)
+    assert {r["branch"] for r in table if r["round"] == "0"} == {"ticket", "instability"}  # the reference is no row
+    path = read_csv(lot.layout.branch(0, "instability") / "path.csv")
+    ref_row = read_csv_json(lot.layout.branch(0, "instability") / "reference" / "row.json")
+    assert float(path[0]["error"]) == pytest.approx(1 - ref_row["final_test_acc"], abs=1e-12)
+    # a re-run trains nothing more (the reference is found on disk)
+    again = FirstBatches()
+    lot2 = Lottery(compose_config([*SMALL, "instability=true", "prune.rounds=1", "rewind_iteration=10"]), tmp_path / "e")
+    lot2.extra_callbacks.append(again)
+    lot2.run()
+    assert again.runs == []
+
+
+def read_csv_json(path):
+    import json
+
+    return json.loads(path.read_text())
