@@ -81,3 +81,64 @@ def read_csv_json(path):
     import json
 
     return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- 2. the data pruning at init scores on
+def authors_selection(y, per_class, seed):
+    """The 2021 paper's code, written as it is there: walk the training set in a seeded random order and
+    include an example while its class has fewer than ``per_class`` included."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    counts, chosen = {}, []
+    for i in order.tolist():
+        c = int(y[i])
+        if counts.get(c, 0) < per_class:
+            chosen.append(i)
+        counts[c] = counts.get(c, 0) + 1
+    return chosen
+
+
+def test_class_balanced_sample_is_the_authors_selection():
+    from lth.analysis.pruning_at_init import class_balanced_sample
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 7, (500,), generator=gen)
+    x = torch.arange(500).float()[:, None]
+    for seed in (0, 1, 12345):
+        xs, ys = class_balanced_sample(x, y, 4, seed)
+        assert xs[:, 0].long().tolist() == authors_selection(y, 4, seed)
+        assert torch.equal(ys, y[xs[:, 0].long()])
+        assert torch.bincount(ys, minlength=7).tolist() == [4] * 7
+    with pytest.raises(ValueError, match="fewer than"):
+        class_balanced_sample(x[:20], y[:20], 10, 0)
+
+
+def test_snip_and_grasp_score_ten_examples_of_every_class_of_the_training_split(tmp_path, monkeypatch):
+    """The public reference code scores about 10 examples per class, class-balanced (the 2021 paper's
+    ``snip10``/``grasp10``, GraSP's ``samples_per_class: 10``); lth <= 0.2 scored the ticket's first training
+    batch (60 examples for LeNet, whatever classes they were)."""
+    import lth.lottery.pai_branches as pai
+
+    seen = []
+    real = pai.pruning_at_init_mask
+
+    def spy(method, model, names, keep, base, batches=None, **kw):
+        if method in ("snip", "grasp"):
+            seen.append((method, [(x.clone(), y.clone()) for x, y in batches], model.training))
+        return real(method, model, names, keep, base, batches, **kw)
+
+    monkeypatch.setattr(pai, "pruning_at_init_mask", spy)
+    lot = Lottery(compose_config([*SMALL, "controls=[snip,grasp]", "prune.rounds=2"]), tmp_path / "e")
+    lot.run()
+    assert sorted(m for m, _, _ in seen) == ["grasp", "grasp", "snip", "snip"]  # each method, levels 1 and 2
+    train_x, train_y = lot.datamodule.splits["train"]
+    classes = int(train_y.max()) + 1
+    for method, batches, _ in seen:
+        assert len(batches) == 1
+        x, y = batches[0]
+        assert torch.bincount(y, minlength=classes).tolist() == [10] * classes
+        # every example is a training example as it is stored (no augmentation, not val/test)
+        rows = (x.flatten(1)[:, None, :] == train_x.flatten(1)[None, :, :]).all(-1)
+        assert rows.any(1).all()
+        assert torch.equal(train_y[rows.float().argmax(1)], y)
+    first = seen[0][1][0]
+    assert all(torch.equal(b[0][0], first[0]) for _, b, _ in seen)  # the same examples for every method and level

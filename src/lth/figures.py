@@ -143,10 +143,12 @@ def _in_view(ax, v: float) -> bool:
     return lo <= v <= hi
 
 
-def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str = ""):
+def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str = "",
+                         band: tuple[str, str] = ("_min", "_max")):
     """``series``: branch -> points with ``weights_remaining``, ``test_acc_at_es``, ``es_iteration``
-    and optionally ``*_min`` / ``*_max`` bands (mean with min/max over trials). Returns the figure
-    (already saved and closed)."""
+    and optionally a band around the mean, ``<key><band[0]>`` to ``<key><band[1]>`` (min/max over
+    trials by default; the report draws the 95% confidence interval). Returns the figure (already
+    saved and closed)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     levels: set[float] = set()
     drawn = [(b, pts) for b, pts in series.items()
@@ -166,9 +168,9 @@ def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str =
         for ax, key, scale in ((axes[0], "test_acc_at_es", 100.0), (axes[1], "es_iteration", 1.0)):
             y = [p[key] * scale for p in pts]
             ax.plot(x, y, **style)
-            if all(p.get(f"{key}_min") is not None and p.get(f"{key}_max") is not None for p in pts):
-                lo = [p[f"{key}_min"] * scale for p in pts]
-                hi = [p[f"{key}_max"] * scale for p in pts]
+            if all(p.get(key + band[0]) is not None and p.get(key + band[1]) is not None for p in pts):
+                lo = [p[key + band[0]] * scale for p in pts]
+                hi = [p[key + band[1]] * scale for p in pts]
                 if len(pts) == 1:  # a lone point: an error bar
                     ax.errorbar(x, y, yerr=[[y[0] - lo[0]], [hi[0] - y[0]]], color=style.get("color"), capsize=3,
                                 linewidth=1)
