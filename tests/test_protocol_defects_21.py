@@ -4,27 +4,16 @@ level-0 instability with rewinding, and the data pruning at initialization score
 import csv
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from lth.lottery import Lottery
 from lth.lottery.stability_branch import Instability
 from lth.storage import load_tensors
 from tests.conftest import FAST, compose_config
+from tests.test_research_branches import Trainings as FirstBatches  # each training's folder, start, first batch
+from tests.test_research_branches import authors_selection
 
 SMALL = ["experiment=quickstart", *FAST, "controls=[]", "train.iterations=40", "eval_every=10"]
-
-
-class FirstBatches(pl.Callback):
-    """Each training's folder, start iteration and first batch."""
-
-    def __init__(self):
-        self.runs = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 0 and pl_module.global_step == 0:
-            self.runs.append({"folder": str(trainer.default_root_dir), "start": pl_module.start_iteration,
-                              "first": batch[0][0].clone()})
 
 
 def read_csv(path):
@@ -84,19 +73,6 @@ def read_csv_json(path):
 
 
 # ---------------------------------------------------------------- 2. the data pruning at init scores on
-def authors_selection(y, per_class, seed):
-    """The 2021 paper's code, written as it is there: walk the training set in a seeded random order and
-    include an example while its class has fewer than ``per_class`` included."""
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    counts, chosen = {}, []
-    for i in order.tolist():
-        c = int(y[i])
-        if counts.get(c, 0) < per_class:
-            chosen.append(i)
-        counts[c] = counts.get(c, 0) + 1
-    return chosen
-
-
 def test_class_balanced_sample_is_the_authors_selection():
     from lth.analysis.pruning_at_init import class_balanced_sample
 

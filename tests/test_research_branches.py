@@ -10,6 +10,7 @@ import torch
 
 from lth.analysis.pruning_at_init import pruning_at_init_mask
 from lth.lottery import Lottery
+from lth.lottery.branches import branch_seed
 from lth.pruning import Mask
 from lth.storage import load_tensors
 from tests.conftest import FAST, compose_config
@@ -27,6 +28,19 @@ class Trainings(pl.Callback):
         if batch_idx == 0 and pl_module.global_step == 0:
             self.runs.append({"folder": str(trainer.default_root_dir), "start": pl_module.start_iteration,
                               "steps": trainer.max_steps, "first": batch[0][0].clone()})
+
+
+def authors_selection(y, per_class, seed):
+    """The 2021 paper's code, written as it is there: walk the training set in a seeded random order and
+    include an example while its class has fewer than ``per_class`` included."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    counts, chosen = {}, []
+    for i in order.tolist():
+        c = int(y[i])
+        if counts.get(c, 0) < per_class:
+            chosen.append(i)
+        counts[c] = counts.get(c, 0) + 1
+    return chosen
 
 
 def run(folder, overrides, callback=None):
@@ -75,10 +89,11 @@ def test_pruning_at_init_masks_have_the_tickets_count_respect_exemptions_and_com
             mask = Mask.load(lot.layout.branch_mask(level, method))
             assert sum(int(mask[n].sum()) for n in names) == keep, (level, method)
             assert mask["output.weight"].all(), (level, method)  # exempt: whole, as in the ticket
-        # computed from θ0 (not from trained weights), on the ticket's first training batch
-        stream = lot.datamodule.train_stream(int(lot.cfg.train.batch_size), lot.seed, 10**9)
+        # computed from θ0 (not from trained weights), on 10 examples of every class (the authors' selection)
+        x, y = lot.datamodule.splits["train"]
+        chosen = authors_selection(y, 10, branch_seed(lot.seed, 0, "pruning_at_init", "data"))
         expected = pruning_at_init_mask("snip", theta0, names, keep, Mask.load(lot.layout.ticket_mask(0)),
-                                        [stream.batch(0)])
+                                        [(x[chosen], y[chosen])])
         snip = Mask.load(lot.layout.branch_mask(level, "snip"))
         assert all(torch.equal(snip[n], expected[n]) for n in snip), level
         shuffled = Mask.load(lot.layout.branch_mask(level, "snip_shuffle"))
