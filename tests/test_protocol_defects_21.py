@@ -64,6 +64,7 @@ def test_level_0_reference_restarts_from_theta_k_with_the_tickets_data_order(tmp
     lot2.extra_callbacks.append(again)
     lot2.run()
     assert again.runs == []
+    assert lot.progress.trainings == lot2.progress.trainings == lot2.progress.done == 5  # the reference counted
 
 
 def read_csv_json(path):

@@ -46,6 +46,11 @@ class Instability(Branch):
     def data_seed(self, level: int) -> int:
         return branch_seed(self.lot.seed, level, self.name, "data")
 
+    @property
+    def extra_trainings(self) -> int:
+        """Trainings beyond one per level (the progress display's count): the level-0 reference."""
+        return int(self.needs_reference(0))
+
     def needs_reference(self, level: int) -> bool:
         """Level 0 with rewinding: the dense round is not a copy trained from θK, so one is trained."""
         return level == 0 and self.lot.rewind > 0
@@ -57,6 +62,10 @@ class Instability(Branch):
             folder = lot.layout.branch(level, "ticket")
             return lot.trainer.finished(folder, keep_final=True), folder
         folder = lot.layout.branch(level, self.name) / "reference"
+        done = lot.trainer.finished(folder, keep_final=True)
+        if done is not None:
+            lot.progress.training_skipped()
+            return done, folder
         training = Training(level, f"{self.name}_reference", folder, lot.ticket_mask(level), lot.model_at(lot.rewind_state),
                             lot.rewind, lot.seed, keep_final=True)  # the ticket's start, data order and budget
         return lot.trainer.train(training), folder
@@ -65,6 +74,8 @@ class Instability(Branch):
         """The barrier between the first copy (the ticket; at level 0 with K > 0 the reference) and this
         copy (computed once; idempotent on re-runs)."""
         if "instability" in row or row["diverged"]:
+            if self.needs_reference(level):
+                self.lot.progress.training_skipped()  # the reference is done (or not needed): counted
             return row
         lot, layout = self.lot, self.lot.layout
         ref_row, ref_folder = self.reference(level)
