@@ -95,3 +95,21 @@ def test_report_summary_and_figure_carry_the_interval(tmp_path):
     assert min(ys) == pytest.approx(100 * (np.mean(vals) - half), rel=1e-4)
     lvl0 = [0.95, 0.97, 0.96]
     assert max(ys) == pytest.approx(100 * (np.mean(lvl0) + T975[2] * np.std(lvl0, ddof=1) / math.sqrt(3)), rel=1e-4)
+
+
+def test_mean_learning_curve_carries_std_and_interval(tmp_path):
+    from lth.report.settings import mean_curve
+
+    curves = {0: [0.90, 0.95], 1: [0.92, 0.96], 2: [0.91, 0.99]}  # seed -> test_acc at iterations 100, 200
+    paths = []
+    for seed, accs in curves.items():
+        path = tmp_path / f"curve{seed}.csv"
+        path.write_text("iteration,test_acc\n" + "".join(f"{100 * (i + 1)},{a}\n" for i, a in enumerate(accs)))
+        paths.append(path)
+    out = mean_curve(paths)
+    for i, point in enumerate(out):
+        vals = [c[i] for c in curves.values()]
+        half = T975[2] * float(np.std(vals, ddof=1)) / math.sqrt(3)
+        assert point["test_acc_std"] == pytest.approx(float(np.std(vals, ddof=1)))
+        assert point["test_acc_ci_low"] == pytest.approx(np.mean(vals) - half, abs=2e-4 * half)
+        assert point["test_acc_ci_high"] == pytest.approx(np.mean(vals) + half, abs=2e-4 * half)

@@ -192,10 +192,12 @@ def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str =
     return fig
 
 
-def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = ""):
+def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = "",
+                         band: tuple[str, str] = ("_min", "_max")):
     """``curves``: label -> evaluation points; test accuracy against iteration, one line per level
-    (with a min/max band when the points carry ``test_acc_min`` / ``test_acc_max``). The legend
-    is to the right of the plot. Returns the figure (already saved and closed)."""
+    (with a band when the points carry ``test_acc<band[0]>`` / ``test_acc<band[1]>``: min/max by
+    default, the report's 95% confidence interval). The legend is to the right of the plot. Returns
+    the figure (already saved and closed)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cmap = plt.get_cmap("viridis")
     n = max(len(curves), 1)
@@ -204,8 +206,9 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str =
         color = cmap(0.9 * i / max(n - 1, 1))
         x = [p["iteration"] for p in points]
         ax.plot(x, [100 * p["test_acc"] for p in points], label=label, color=color, linewidth=width)
-        if points and all("test_acc_min" in p for p in points):
-            ax.fill_between(x, [100 * p["test_acc_min"] for p in points], [100 * p["test_acc_max"] for p in points],
+        lo, hi = "test_acc" + band[0], "test_acc" + band[1]
+        if points and all(lo in p and hi in p for p in points):
+            ax.fill_between(x, [100 * p[lo] for p in points], [100 * p[hi] for p in points],
                             color=color, alpha=0.18 if n <= 4 else 0.08, linewidth=0)
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (%)")

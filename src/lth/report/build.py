@@ -42,8 +42,8 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
 
     md = ["# Lottery-ticket report", "",
           f"{len(experiments)} finished experiment(s) in {len(settings)} setting(s); experiments that differ only in "
-          "seed are trials: mean ± standard deviation with [min, max] over seeds; the figures of accuracy against "
-          "sparsity draw the 95% confidence interval of the mean (Student's t), summary.csv has all of them."
+          "seed are trials: mean ± standard deviation with [min, max] over seeds; the figures draw the 95% "
+          "confidence interval of the mean (Student's t), summary.csv has all of them."
           + (f" **{len(unfinished)} unfinished** experiment(s) are listed at the end, not counted." if unfinished else "")
           + (f" **{len(failed_jobs)} sweep job(s) failed** (listed at the end)." if failed_jobs else ""), ""]
     summary: list[dict] = []
@@ -60,7 +60,6 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
             compare[s.label] = series["ticket"]
         title = _title(s)
         n = len(s.experiments)
-        trials = f" (mean and min/max over {n} seeds)" if n > 1 else ""
         lt = fig_dir / f"{s.slug}_lottery_ticket.png"
         band = f" (mean and 95% CI over {n} seeds)" if n > 1 else ""
         plot_sparsity_figure(series, lt, f"{title}{band}", band=("_ci_low", "_ci_high"))
@@ -74,7 +73,7 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
             if c:
                 curves[f"{lvl:.1f}%"] = c
         lc = fig_dir / f"{s.slug}_learning_curves.png"
-        plot_learning_curves(curves, lc, f"{title}: ticket learning curves{trials}")
+        plot_learning_curves(curves, lc, f"{title}: ticket learning curves{band}", band=("_ci_low", "_ci_high"))
 
         md += [f"## {s.label}", "", f"{title}; {n} trial(s), seeds {', '.join(str(e.seed) for e in s.experiments)}.", "",
                markdown_table(rows), "",

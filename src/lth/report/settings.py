@@ -100,7 +100,7 @@ def aggregate(setting: Setting) -> list[dict]:
 
 
 def mean_curve(paths: list[Path], key: str = "test_acc") -> list[dict]:
-    """Mean with min/max of ``key`` over the trials' curves, at the iterations they share."""
+    """Mean with min, max, std and 95% CI of ``key`` over the trials' curves, at the iterations they share."""
     curves = [read_csv(p) for p in paths if p.exists()]
     curves = [c for c in curves if c and key in c[0]]
     if not curves:
@@ -109,8 +109,8 @@ def mean_curve(paths: list[Path], key: str = "test_acc") -> list[dict]:
     common = sorted(set.intersection(*(set(d) for d in by_iter)))
     out = []
     for it in common:
-        vals = [d[it] for d in by_iter]
-        out.append({"iteration": it, key: sum(vals) / len(vals), f"{key}_min": min(vals), f"{key}_max": max(vals)})
+        st = spread([d[it] for d in by_iter])
+        out.append({"iteration": it, key: st["mean"], **{f"{key}_{k}": st[k] for k in STATS if st[k] is not None}})
     return out
 
 
