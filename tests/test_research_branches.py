@@ -2,6 +2,7 @@
 sanity checks, and rewind sweeps that train the dense network once."""
 
 import csv
+import json
 
 import pytest
 import pytorch_lightning as pl
@@ -9,6 +10,7 @@ import torch
 
 from lth.analysis.pruning_at_init import pruning_at_init_mask
 from lth.lottery import Lottery
+from lth.lottery.branches import branch_seed
 from lth.pruning import Mask
 from lth.storage import load_tensors
 from tests.conftest import FAST, compose_config
@@ -26,6 +28,19 @@ class Trainings(pl.Callback):
         if batch_idx == 0 and pl_module.global_step == 0:
             self.runs.append({"folder": str(trainer.default_root_dir), "start": pl_module.start_iteration,
                               "steps": trainer.max_steps, "first": batch[0][0].clone()})
+
+
+def authors_selection(y, per_class, seed):
+    """The 2021 paper's code, written as it is there: walk the training set in a seeded random order and
+    include an example while its class has fewer than ``per_class`` included."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    counts, chosen = {}, []
+    for i in order.tolist():
+        c = int(y[i])
+        if counts.get(c, 0) < per_class:
+            chosen.append(i)
+        counts[c] = counts.get(c, 0) + 1
+    return chosen
 
 
 def run(folder, overrides, callback=None):
@@ -74,10 +89,11 @@ def test_pruning_at_init_masks_have_the_tickets_count_respect_exemptions_and_com
             mask = Mask.load(lot.layout.branch_mask(level, method))
             assert sum(int(mask[n].sum()) for n in names) == keep, (level, method)
             assert mask["output.weight"].all(), (level, method)  # exempt: whole, as in the ticket
-        # computed from θ0 (not from trained weights), on the ticket's first training batch
-        stream = lot.datamodule.train_stream(int(lot.cfg.train.batch_size), lot.seed, 10**9)
+        # computed from θ0 (not from trained weights), on 10 examples of every class (the authors' selection)
+        x, y = lot.datamodule.splits["train"]
+        chosen = authors_selection(y, 10, branch_seed(lot.seed, 0, "pruning_at_init", "data"))
         expected = pruning_at_init_mask("snip", theta0, names, keep, Mask.load(lot.layout.ticket_mask(0)),
-                                        [stream.batch(0)])
+                                        [(x[chosen], y[chosen])])
         snip = Mask.load(lot.layout.branch_mask(level, "snip"))
         assert all(torch.equal(snip[n], expected[n]) for n in snip), level
         shuffled = Mask.load(lot.layout.branch_mask(level, "snip_shuffle"))
@@ -102,8 +118,9 @@ def test_instability_barrier_path_and_ends_match_the_two_trained_networks(tmp_pa
         path = read_csv(lot.layout.branch(level, "instability") / "path.csv")
         assert len(path) == 30 and float(path[0]["alpha"]) == 0.0 and float(path[-1]["alpha"]) == 1.0
         errors = [float(p["error"]) for p in path]
-        # α=0 is the ticket, α=1 the copy: their final test errors, exactly
-        assert errors[0] == pytest.approx(1 - float(ticket["final_test_acc"]), abs=1e-12)
+        # α=0 is the ticket (at level 0 with K > 0 its restart from θK), α=1 the copy: their final test errors
+        first = ticket if level else json.loads((lot.layout.branch(0, "instability") / "reference" / "row.json").read_text())
+        assert errors[0] == pytest.approx(1 - float(first["final_test_acc"]), abs=1e-12)
         assert errors[-1] == pytest.approx(1 - float(row["final_test_acc"]), abs=1e-12)
         assert float(row["instability"]) == pytest.approx(max(errors) - (errors[0] + errors[-1]) / 2)
     # the copy starts where the ticket starts (θK, iteration K) but sees another data order

@@ -137,7 +137,7 @@ class AnalysisConfig:
     interpolation_points: int = _setting(30, Rule("an integer >= 2", ge=2, example=30,
                                                   why=" (α values on the instability path, ends included)"))
     batchnorm: str = choice("interpolate", ("interpolate", "recompute"), "BN statistics of interpolated networks")
-    score_batches: int = positive_int(1, 1, "training batches SNIP and GraSP score on")
+    score_examples_per_class: int = positive_int(10, 10, "examples of every class SNIP and GraSP score on")
     synflow_iterations: int = positive_int(100, 100, "SynFlow's pruning iterations")
 
 
@@ -293,7 +293,7 @@ class AnalysisConfig:
     interpolation_points: int = _setting(30, Rule("an integer >= 2 (the path's ends included)", ge=2, example=30),
                                          "instability: α values on the linear path")
     batchnorm: str = choice("interpolate", ("interpolate", "recompute"), "BN statistics of interpolated networks")
-    score_batches: int = positive_int(1, 1, "training batches SNIP and GraSP score on")
+    score_examples_per_class: int = positive_int(10, 10, "examples of every class SNIP and GraSP score on")
     synflow_iterations: int = positive_int(100, 100, "SynFlow's pruning iterations")
 
 

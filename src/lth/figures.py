@@ -143,10 +143,12 @@ def _in_view(ax, v: float) -> bool:
     return lo <= v <= hi
 
 
-def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str = ""):
+def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str = "",
+                         band: tuple[str, str] = ("_min", "_max")):
     """``series``: branch -> points with ``weights_remaining``, ``test_acc_at_es``, ``es_iteration``
-    and optionally ``*_min`` / ``*_max`` bands (mean with min/max over trials). Returns the figure
-    (already saved and closed)."""
+    and optionally a band around the mean, ``<key><band[0]>`` to ``<key><band[1]>`` (min/max over
+    trials by default; the report draws the 95% confidence interval). Returns the figure (already
+    saved and closed)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     levels: set[float] = set()
     drawn = [(b, pts) for b, pts in series.items()
@@ -166,9 +168,9 @@ def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str =
         for ax, key, scale in ((axes[0], "test_acc_at_es", 100.0), (axes[1], "es_iteration", 1.0)):
             y = [p[key] * scale for p in pts]
             ax.plot(x, y, **style)
-            if all(p.get(f"{key}_min") is not None and p.get(f"{key}_max") is not None for p in pts):
-                lo = [p[f"{key}_min"] * scale for p in pts]
-                hi = [p[f"{key}_max"] * scale for p in pts]
+            if all(p.get(key + band[0]) is not None and p.get(key + band[1]) is not None for p in pts):
+                lo = [p[key + band[0]] * scale for p in pts]
+                hi = [p[key + band[1]] * scale for p in pts]
                 if len(pts) == 1:  # a lone point: an error bar
                     ax.errorbar(x, y, yerr=[[y[0] - lo[0]], [hi[0] - y[0]]], color=style.get("color"), capsize=3,
                                 linewidth=1)
@@ -215,11 +217,11 @@ def thin_levels(curves: dict, most: int) -> dict:
     return {keys[i]: curves[keys[i]] for i in picks}
 
 
-def _trained_range(curves: dict, key: str = "test_acc") -> tuple[float, float] | None:
+def _trained_range(curves: dict, key: str = "test_acc", band: tuple[str, str] = ("_min", "_max")) -> tuple[float, float] | None:
     """y limits (%) that show every point after the first evaluation of each curve, with a margin,
     or None when the starts fit beside them (or there is nothing to show)."""
     later = [100 * p[key] for points in curves.values() for p in points[1:]]
-    later += [100 * p[k] for points in curves.values() for p in points[1:] for k in (f"{key}_min", f"{key}_max")
+    later += [100 * p[k] for points in curves.values() for p in points[1:] for k in (key + band[0], key + band[1])
               if k in p]
     starts = [100 * points[0][key] for points in curves.values() if points]
     if not later or not starts:
@@ -231,10 +233,12 @@ def _trained_range(curves: dict, key: str = "test_acc") -> tuple[float, float] |
     return max(0.0, min(later) - margin), min(100.0 + margin / 4, max(later) + margin)
 
 
-def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = ""):
+def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = "",
+                         band: tuple[str, str] = ("_min", "_max")):
     """``curves``: label -> evaluation points; the test accuracy against iteration, one line per level,
     or the validation accuracy, labelled so, when the test split was not evaluated at every point
-    (``curve_metric``); with a min/max band when the points carry ``<metric>_min`` / ``<metric>_max``.
+    (``curve_metric``); with a band when the points carry ``<metric><band[0]>`` / ``<metric><band[1]>``
+    (min/max by default, the report's 95% confidence interval).
     The legend is to the right of the plot. More than ``MAX_CURVES`` levels: that many, evenly
     chosen (the legend says so). The y axis starts below the trained points, not at the untrained
     start. Returns the figure (already saved and closed)."""
@@ -249,13 +253,14 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str =
         color = cmap(0.9 * i / max(n - 1, 1))
         x = [p["iteration"] for p in points]
         ax.plot(x, [100 * p[key] for p in points], label=label, color=color, linewidth=width)
-        if points and all(f"{key}_min" in p for p in points):
-            ax.fill_between(x, [100 * p[f"{key}_min"] for p in points], [100 * p[f"{key}_max"] for p in points],
+        lo, hi = key + band[0], key + band[1]
+        if points and all(lo in p and hi in p for p in points):
+            ax.fill_between(x, [100 * p[lo] for p in points], [100 * p[hi] for p in points],
                             color=color, alpha=0.18 if n <= 4 else 0.08, linewidth=0)
     ax.set_xlabel("training iteration")
     ax.set_ylabel(CURVE_LABELS[key])
     ax.grid(True, alpha=0.3)
-    limits = _trained_range(curves, key)
+    limits = _trained_range(curves, key, band)
     if limits is not None:  # the untrained start (10% for 10 classes) would squash the curves into a line
         ax.set_ylim(*limits)
     if curves:

@@ -170,7 +170,9 @@ def _check_scalar(value: Any, tp: Any, rule: Rule, key: str, item_of: str | None
 
 
 # Keys of earlier versions: where what they set went.
-REPLACED_KEYS = {"warmup.lr": "the warm-up ramps to optimizer.lr, the learning rate trained with: set optimizer.lr"}
+REPLACED_KEYS = {"warmup.lr": "the warm-up ramps to optimizer.lr, the learning rate trained with: set optimizer.lr",
+                 "analysis.score_batches": "SNIP and GraSP score examples of every class, drawn class-balanced (the "
+                                           "authors' code): set analysis.score_examples_per_class"}
 
 
 def _unknown_key(key: str, known: list[str], prefix: str) -> ConfigError:

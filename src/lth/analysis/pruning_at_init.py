@@ -83,6 +83,35 @@ def _batches_on(batches: Batches | None, device: torch.device, method: str) -> l
     return out
 
 
+# ----------------------------------------------------------------------------- scoring data
+#: Examples per class SNIP and GraSP score on: the 2021 paper's code (``snip10`` / ``grasp10`` in its
+#: scripts) and GraSP's own configs (``samples_per_class: 10``); SynFlow's repo draws 10 x classes.
+EXAMPLES_PER_CLASS = 10
+
+
+def class_balanced_sample(x: Tensor, y: Tensor, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``per_class`` examples of every class of ``(x, y)``: the first ones of each class in a seeded
+    random order (as the 2021 paper's code: shuffle the training set with the seed, keep the first
+    ``per_class`` of each label). Returned in that order, on ``x``'s device; deterministic for a seed.
+    Raises ValueError when a class has fewer than ``per_class`` examples."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, not {per_class}")
+    gen = torch.Generator().manual_seed(int(seed))
+    labels = y.cpu()
+    order = torch.randperm(len(labels), generator=gen)
+    shuffled = labels[order]
+    keep = []
+    for c in torch.unique(labels).tolist():
+        where = order[shuffled == c]
+        if len(where) < per_class:
+            raise ValueError(f"class {c} has {len(where)} training examples, fewer than {per_class} per class")
+        keep.append(where[:per_class])
+    chosen = torch.cat(keep)
+    chosen = order[torch.isin(order, chosen)]  # back into the shuffled order
+    index = chosen.to(x.device)
+    return x[index], y[index]
+
+
 # ----------------------------------------------------------------------------- scores
 def magnitude_scores(model: nn.Module, names: Sequence[str]) -> dict[str, Tensor]:
     """``|θ|`` of each tensor in ``names`` (magnitude pruning at initialization)."""

@@ -12,12 +12,16 @@ Sanity checks, each a branch of its own (``controls=[snip_shuffle]`` and so on):
 - ``<method>_reinit``: the method's mask, surviving weights re-initialised (a fresh draw);
 - ``<method>_invert``: the scores inverted, keeping the lowest-scoring weights.
 
-SNIP and GraSP score ``analysis.score_batches`` training batches: the ticket's first batches.
+SNIP and GraSP score ``analysis.score_examples_per_class`` examples of every class of the training
+split (10, the 2021 paper's code and GraSP's), drawn class-balanced with a seed of the experiment's seed
+(the same examples for every method and level), without augmentation, as one batch, the network in
+train mode (BatchNorm on the batch's statistics) as in both codes.
 """
 
 from __future__ import annotations
 
-from lth.analysis.pruning_at_init import METHODS, pruning_at_init_mask, shuffle_within_layers
+from lth.analysis.pruning_at_init import (METHODS, class_balanced_sample, pruning_at_init_mask,
+                                         shuffle_within_layers)
 from lth.lottery.branches import Branch, branch_seed, register
 from lth.pruning import Mask
 
@@ -43,8 +47,9 @@ class PruningAtInit(Branch):
         model = lot.model_at(lot.rewind_state).to(lot.device)
         batches = None
         if self.method in ("snip", "grasp"):
-            stream = lot.datamodule.train_stream(int(lot.cfg.train.batch_size), lot.seed, 10**9)
-            batches = [stream.batch(i) for i in range(int(lot.cfg.analysis.score_batches))]
+            x, y = lot.datamodule.splits["train"]
+            batches = [class_balanced_sample(x, y, int(lot.cfg.analysis.score_examples_per_class),
+                                             branch_seed(lot.seed, 0, "pruning_at_init", "data"))]
         mask = pruning_at_init_mask(self.method, model, names, keep, dense, batches, invert=self.check == "invert",
                                     iterations=int(lot.cfg.analysis.synflow_iterations),
                                     input_shape=tuple(lot.datamodule.input_shape))

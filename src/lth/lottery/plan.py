@@ -82,7 +82,7 @@ class Lottery:
         self.claim_folder()
         self.setup_data()
         self.tracker = Tracker(self.cfg, self.dir, self.name, run_id=run_id(self.cfg, self.dir))
-        planned = sum(self.rounds + 1 - b.first_level for b in self.branches)
+        planned = sum(self.rounds + 1 - b.first_level + getattr(b, "extra_trainings", 0) for b in self.branches)
         self.progress = ExperimentProgress(planned, levels=self.rounds + 1)
         self.trainer.progress_bar = lambda t: LotteryProgressBar(self.progress, t.level, self.rounds + 1, t.branch,
                                                                  t.mask.weights_remaining())

@@ -1,8 +1,13 @@
 """Instability analysis as a branch (``instability=true``; Frankle, Dziugaite, Roy & Carbin, ICML 2020).
 
-At every level a second copy of the ticket trains from the same start (θK and the level's mask;
-level 0: the dense network from θK) with other SGD noise: another data order and augmentation
-draw. The test error along the straight line between the ticket's and the copy's final weights
+At every level two copies of the level's network train the same way from the same start (θK and
+the level's mask, a fresh optimizer at iteration K) with different SGD noise: the ticket's data order
+and another data order and augmentation draw. At levels >= 1 the first copy is the ticket itself. At
+level 0 with rewinding (K > 0) the dense round cannot be that copy: it was trained from θ0, with its
+optimizer state carried through K. So there a *reference* copy restarts from θK with the ticket's
+data order (``round_00/instability/reference/``), and the path runs from it to the copy (Frankle et
+al. 2020, Algorithm 1: both copies continue from W_k). The test error along the straight line
+between the first copy's and the second copy's final weights
 (``analysis.interpolation_points`` evenly spaced α, the paper's 30) is written to the copy's
 ``path.csv``; the **error barrier** (maximum error on the path minus the mean of the ends' errors)
 to its row's ``instability`` column. A level is stable when the barrier is about 0 (the paper:
@@ -12,11 +17,14 @@ paper's) or ``recompute`` (re-estimated on the training set).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from lth.analysis.instability import error_barrier, path_errors
 from lth.lottery.branches import Branch, branch_seed, register
-from lth.storage import atomic_write_csv, atomic_write_json
+from lth.storage import atomic_write_csv, atomic_write_json, load_tensors
+from lth.training.round import Training
 from lth.figures import save_figure
 
 STABLE = 0.02  # the paper's threshold on the barrier
@@ -37,17 +45,44 @@ class Instability(Branch):
     def data_seed(self, level: int) -> int:
         return branch_seed(self.lot.seed, level, self.name, "data")
 
+    @property
+    def extra_trainings(self) -> int:
+        """Trainings beyond one per level (the progress display's count): the level-0 reference."""
+        return int(self.needs_reference(0))
+
+    def needs_reference(self, level: int) -> bool:
+        """Level 0 with rewinding: the dense round is not a copy trained from θK, so one is trained."""
+        return level == 0 and self.lot.rewind > 0
+
+    def reference(self, level: int) -> tuple[dict | None, Path]:
+        """The first end of the path: its row (None when not trained) and its folder."""
+        lot = self.lot
+        if not self.needs_reference(level):
+            folder = lot.layout.branch(level, "ticket")
+            return lot.trainer.finished(folder, keep_final=True), folder
+        folder = lot.layout.branch(level, self.name) / "reference"
+        done = lot.trainer.finished(folder, keep_final=True)
+        if done is not None:
+            lot.progress.training_skipped()
+            return done, folder
+        training = Training(level, f"{self.name}_reference", folder, lot.ticket_mask(level), lot.model_at(lot.rewind_state),
+                            lot.rewind, lot.seed, keep_final=True)  # the ticket's start, data order and budget
+        return lot.trainer.train(training), folder
+
     def finish(self, level: int, row: dict) -> dict:
-        """The barrier between the ticket and this copy (computed once; idempotent on re-runs)."""
+        """The barrier between the first copy (the ticket; at level 0 with K > 0 the reference) and this
+        copy (computed once; idempotent on re-runs)."""
         if "instability" in row or row["diverged"]:
+            if self.needs_reference(level):
+                self.lot.progress.training_skipped()  # the reference is done (or not needed): counted
             return row
         lot, layout = self.lot, self.lot.layout
-        ticket_row = lot.trainer.finished(layout.branch(level, "ticket"), keep_final=True)
-        if ticket_row is None or ticket_row["diverged"]:
+        ref_row, ref_folder = self.reference(level)
+        if ref_row is None or ref_row["diverged"]:
             return row
         x, y = lot.datamodule.splits["test"]
-        path = path_errors(lot.model_at(lot.final_weights(level, "ticket")).to(lot.device),
-                           lot.final_weights(level, "ticket"), lot.final_weights(level, self.name), x, y,
+        first = load_tensors(ref_folder / "final.pt")
+        path = path_errors(lot.model_at(first).to(lot.device), first, lot.final_weights(level, self.name), x, y,
                            points=int(lot.cfg.analysis.interpolation_points), batch_size=int(lot.cfg.eval_batch_size),
                            bn=str(lot.cfg.analysis.batchnorm), train_x=lot.datamodule.splits["train"][0],
                            mask=lot.ticket_mask(level))
@@ -80,7 +115,7 @@ class Instability(Branch):
             path = self.lot.layout.read(self.lot.layout.branch(level, self.name) / "path.csv")
             right.plot([p["alpha"] for p in path], [100 * p["error"] for p in path],
                        color=cmap(i / max(1, len(shown) - 1)), label=f"{remaining:.3g}% remaining")
-        right.set_xlabel("interpolation α (0: ticket, 1: copy)")
+        right.set_xlabel("interpolation α (0: ticket from θK, 1: copy)")
         right.set_ylabel("test error (%)")
         right.set_title("error along the linear path")
         right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)

@@ -5,13 +5,16 @@ recursively) is one experiment; its ``config.yaml`` beside it says what was run.
 *finished* when every network it plans (levels 0..prune.rounds of each of its branches) is in its
 ``results.csv``; unfinished ones are listed in their own section of the report, never averaged in
 as results. Finished experiments whose configurations differ only in ``seed`` are *trials* of the
-same setting and are aggregated: mean with min/max over seeds. Written to ``--out`` (default: the single PATH given, else ``outputs/reports/<hash>``)::
+same setting and are aggregated: mean with min/max, standard deviation and the 95% confidence
+interval of the mean (Student's t over seeds, ``spread``). Written to ``--out`` (default: the single PATH given, else ``outputs/reports/<hash>``)::
 
     report.md                    a markdown table per setting, links to the figures
-    summary.csv                  the aggregated rows (setting, branch, round, mean/min/max)
+    summary.csv                  the aggregated rows (setting, branch, round; per metric mean, _min, _max,
+                                 _std, _ci_low, _ci_high)
     figures/<setting>_lottery_ticket.png   test acc at early stop + early-stop iteration
-                                           vs % weights remaining (log axis), ticket vs controls
-    figures/<setting>_learning_curves.png  test accuracy vs iteration at chosen levels
+                                           vs % weights remaining (log axis), ticket vs controls,
+                                           95% CI bands over seeds
+    figures/<setting>_learning_curves.png  test accuracy vs iteration at chosen levels (95% CI bands)
     figures/compare_lottery_ticket.png     the ticket of every setting (when more than one)
     figures/rewind_sweep.png               when settings differ only in rewind_iteration: the
                                            ticket's test acc at early stop and the instability
@@ -25,7 +28,7 @@ data, a crash) does not stop the others, and the report names it. Bad arguments 
 line give one ``error:`` line and exit status 2.
 
 Modules: ``records`` (finding experiments, reading them, finished or not) · ``settings`` (settings
-and trials, mean/min/max) · ``rewind`` (rewind sweeps) · ``markdown`` (tables) · ``figures`` (the
+and trials, their statistics) · ``spread`` (std and t interval) · ``rewind`` (rewind sweeps) · ``markdown`` (tables) · ``figures`` (the
 rewind-sweep figure; the others are ``lth.figures``) · ``build`` (:func:`report`) · ``sweep`` (the
 Hydra callback) · ``cli`` (:func:`main`).
 """

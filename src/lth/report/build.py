@@ -9,7 +9,7 @@ from pathlib import Path
 from lth.report.markdown import _title, failed_jobs_table, markdown_table, rewind_table, unfinished_table
 from lth.report.records import find_experiments
 from lth.report.rewind import rewind_sweeps
-from lth.report.settings import ANALYSIS_METRICS, METRICS, aggregate, group_settings, mean_curve, pick_levels
+from lth.report.settings import ANALYSIS_METRICS, METRICS, STATS, aggregate, group_settings, mean_curve, pick_levels
 
 
 def report(paths: list[Path | str], out: Path | str | None = None, levels: list[float] | None = None,
@@ -43,7 +43,8 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
 
     md = ["# Lottery-ticket report", "",
           f"{len(experiments)} finished experiment(s) in {len(settings)} setting(s); experiments that differ only in "
-          "seed are trials: mean with [min, max] over seeds."
+          "seed are trials: mean ± standard deviation with [min, max] over seeds; the figures draw the 95% "
+          "confidence interval of the mean (Student's t), summary.csv has all of them."
           + (f" **{len(unfinished)} unfinished** experiment(s) are listed at the end, not counted." if unfinished else "")
           + (f" **{len(failed_jobs)} sweep job(s) failed** (listed at the end)." if failed_jobs else ""), ""]
     summary: list[dict] = []
@@ -60,9 +61,9 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
             compare[s.label] = series["ticket"]
         title = _title(s)
         n = len(s.experiments)
-        trials = f" (mean and min/max over {n} seeds)" if n > 1 else ""
         lt = fig_dir / f"{s.slug}_lottery_ticket.png"
-        plot_sparsity_figure(series, lt, f"{title}{trials}")
+        band = f" (mean and 95% CI over {n} seeds)" if n > 1 else ""
+        plot_sparsity_figure(series, lt, f"{title}{band}", band=("_ci_low", "_ci_high"))
 
         ticket_levels = [r["weights_remaining"] for r in rows if r["branch"] == "ticket"]
         chosen = pick_levels(ticket_levels, levels)
@@ -73,7 +74,7 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
             if c:
                 curves[f"{lvl:.1f}%"] = c
         lc = fig_dir / f"{s.slug}_learning_curves.png"
-        plot_learning_curves(curves, lc, f"{title}: ticket learning curves{trials}")
+        plot_learning_curves(curves, lc, f"{title}: ticket learning curves{band}", band=("_ci_low", "_ci_high"))
 
         md += [f"## {s.label}", "", f"{title}; {n} trial(s), seeds {', '.join(str(e.seed) for e in s.experiments)}.", "",
                markdown_table(rows), "",
@@ -83,7 +84,8 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
         md += [f"- `{e.path}` (seed {e.seed})" for e in s.experiments] + ["", "</details>", ""]
     if len(compare) > 1:
         cmp_fig = fig_dir / "compare_lottery_ticket.png"
-        plot_sparsity_figure(compare, cmp_fig, "winning tickets of every setting (mean, min/max over seeds)")
+        plot_sparsity_figure(compare, cmp_fig, "winning tickets of every setting (mean and 95% CI over seeds)",
+                             band=("_ci_low", "_ci_high"))
         md[4:4] = [f"![all settings]({cmp_fig.relative_to(out).as_posix()})", ""]
     sweeps = rewind_sweeps(settings, rows_of, levels)
     for i, sweep in enumerate(sweeps):
@@ -104,8 +106,8 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     if failed_jobs:
         md += ["## Failed sweep jobs", "", *failed_jobs_table(failed_jobs), ""]
     cols = ["setting", "branch", "round", "weights_remaining", "trials", "diverged", "seeds"]
-    cols += [c for m in METRICS for c in (m, f"{m}_min", f"{m}_max")]
-    cols += [c for m in ANALYSIS_METRICS if any(m in r for r in summary) for c in (m, f"{m}_min", f"{m}_max")]
+    cols += [c for m in METRICS for c in (m, *(f"{m}_{k}" for k in STATS))]
+    cols += [c for m in ANALYSIS_METRICS if any(m in r for r in summary) for c in (m, *(f"{m}_{k}" for k in STATS))]
     atomic_write_csv(out / "summary.csv", summary, cols)
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(md) + "\n")

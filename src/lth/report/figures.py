@@ -32,16 +32,16 @@ def _draw(ax, points: list[dict], key: str, scale: float, color, label: str) -> 
     x = [p[REWIND_KEY] for p in pts]
     y = [p[key] * scale for p in pts]
     ax.plot(x, y, marker="o", markersize=4, linewidth=1.6, color=color, label=label, zorder=3)
-    if any(p[f"{key}_trials"] > 1 for p in pts):  # min/max over seeds
-        lo = [y_ - p[f"{key}_min"] * scale for y_, p in zip(y, pts)]
-        hi = [p[f"{key}_max"] * scale - y_ for y_, p in zip(y, pts)]
+    if all(f"{key}_ci_low" in p for p in pts):  # the 95% confidence interval over seeds
+        lo = [y_ - p[f"{key}_ci_low"] * scale for y_, p in zip(y, pts)]
+        hi = [p[f"{key}_ci_high"] * scale - y_ for y_, p in zip(y, pts)]
         ax.errorbar(x, y, yerr=[lo, hi], fmt="none", ecolor=color, capsize=3, linewidth=1, zorder=2)
 
 
 def plot_rewind_sweep(sweep: RewindSweep, path: Path, title: str = ""):
     """Left: the ticket's test accuracy at early stop against K, one line per level; right (when the
-    sweep trained the ``instability`` branch): the error barrier against K. Mean with min/max error
-    bars over seeds. Returns the figure (already saved and closed)."""
+    sweep trained the ``instability`` branch): the error barrier against K. Mean with error bars of the
+    95% confidence interval over seeds. Returns the figure (already saved and closed)."""
     panels = 2 if sweep.has_instability else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels + 1.5, 4.2), squeeze=False)
     left = axes[0][0]

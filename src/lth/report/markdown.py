@@ -18,12 +18,13 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def _cell(row: dict, m: str, scale: float, spec: str, trials: str = "trials") -> str:
-    """``mean`` or, over several trials (the row's ``trials`` key), ``mean [min, max]``."""
+    """``mean`` or, over several trials (the row's ``trials`` key), ``mean ± std [min, max]``."""
     if m not in row:
         return "–"
     mean = _fmt(row[m] * scale, spec)
     if row.get(trials, 1) > 1:
-        return f"{mean} [{_fmt(row[m + '_min'] * scale, spec)}, {_fmt(row[m + '_max'] * scale, spec)}]"
+        std = f" ± {_fmt(row[m + '_std'] * scale, spec)}" if row.get(m + "_std") is not None else ""
+        return f"{mean}{std} [{_fmt(row[m + '_min'] * scale, spec)}, {_fmt(row[m + '_max'] * scale, spec)}]"
     return mean
 
 

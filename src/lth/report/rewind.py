@@ -2,7 +2,8 @@
 ``python -m lth.run -m rewind_iteration=0,100,500,2000 instability=true``.
 
 For each sweep and each chosen sparsity level: the ticket's test accuracy at early stop and the
-``instability`` branch's error barrier (where trained), mean with min/max over seeds, against K.
+``instability`` branch's error barrier (where trained), mean with min/max, std and 95% CI over seeds,
+against K.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from lth.report.settings import Setting, pick_levels
+from lth.report.settings import STATS, Setting, pick_levels
 
 REWIND_KEY = "rewind_iteration"
 
@@ -31,11 +32,11 @@ class RewindSweep:
 
 
 def _stats(prefix: str, row: dict | None, out: dict, key: str) -> None:
-    """Copy ``key`` with its min/max (and the row's trial count) from an aggregated row, as ``prefix*``."""
+    """Copy ``key`` with its spread (min, max, std, CI) and the row's trial count from an aggregated row,
+    as ``prefix*``."""
     if row and key in row:
         out[prefix] = row[key]
-        out[f"{prefix}_min"] = row[f"{key}_min"]
-        out[f"{prefix}_max"] = row[f"{key}_max"]
+        out.update({f"{prefix}_{k}": row[f"{key}_{k}"] for k in STATS if f"{key}_{k}" in row})
         out[f"{prefix}_trials"] = row["trials"]
 
 

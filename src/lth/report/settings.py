@@ -1,5 +1,6 @@
 """Settings and their statistics: experiments that differ only in ``seed`` are trials of one setting
-(``lth.identity``'s definition of an experiment); every metric as mean with min/max over them."""
+(``lth.identity``'s definition of an experiment); every metric as mean with min/max, standard
+deviation and 95% confidence interval over them (``lth.report.spread``)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from lth.report.records import ExperimentRecord, read_csv
+from lth.report.spread import spread
 
 METRICS = ("test_acc_at_es", "es_iteration", "final_test_acc", "min_val_loss", "val_acc_at_es")
 # Measured by analysis branches only (e.g. the error barrier of ``instability``): aggregated where present.
 ANALYSIS_METRICS = ("instability",)
+# Columns beside each metric's mean: ``<metric>_<stat>`` (std and the 95% CI only over two or more trials).
+STATS = ("min", "max", "std", "ci_low", "ci_high")
 
 
 @dataclass
@@ -71,7 +75,7 @@ def group_settings(experiments: list[ExperimentRecord]) -> list[Setting]:
 
 
 def aggregate(setting: Setting) -> list[dict]:
-    """One row per (branch, round): mean/min/max of every metric over the setting's trials."""
+    """One row per (branch, round): mean, min, max, std and 95% CI of every metric over the setting's trials."""
     cells: dict[tuple, list[dict]] = {}
     for exp in setting.experiments:
         for r in exp.rows:
@@ -86,9 +90,9 @@ def aggregate(setting: Setting) -> list[dict]:
         for m in METRICS + ANALYSIS_METRICS:
             vals = [float(r[m]) for r in ok if isinstance(r.get(m), (int, float)) and not math.isnan(float(r[m]))]
             if vals:
-                agg[m] = sum(vals) / len(vals)
-                agg[f"{m}_min"] = min(vals)
-                agg[f"{m}_max"] = max(vals)
+                st = spread(vals)
+                agg[m] = st["mean"]
+                agg.update({f"{m}_{k}": st[k] for k in STATS if st[k] is not None})
         out.append(agg)
     from lth.lottery.branches import order
 
@@ -96,8 +100,9 @@ def aggregate(setting: Setting) -> list[dict]:
 
 
 def mean_curve(paths: list[Path], key: str | None = None) -> list[dict]:
-    """Mean with min/max of ``key`` over the trials' curves, at the iterations they share (default:
-    the test accuracy when every point has one, else the validation accuracy: ``curve_metric``)."""
+    """Mean with min, max, std and 95% CI of ``key`` over the trials' curves, at the iterations they
+    share (default: the test accuracy when every point has one, else the validation accuracy:
+    ``curve_metric``)."""
     curves = [read_csv(p) for p in paths if p.exists()]
     if key is None:
         from lth.figures import curve_metric
@@ -110,8 +115,8 @@ def mean_curve(paths: list[Path], key: str | None = None) -> list[dict]:
     common = sorted(set.intersection(*(set(d) for d in by_iter)))
     out = []
     for it in common:
-        vals = [d[it] for d in by_iter]
-        out.append({"iteration": it, key: sum(vals) / len(vals), f"{key}_min": min(vals), f"{key}_max": max(vals)})
+        st = spread([d[it] for d in by_iter])
+        out.append({"iteration": it, key: st["mean"], **{f"{key}_{k}": st[k] for k in STATS if st[k] is not None}})
     return out
 
 

@@ -1,0 +1,104 @@
+"""Every paper preset (conf/experiment/paper/*.yaml) composes, with each point of the sweep it declares,
+into the paper's protocol: the values checked here are the papers' (docs/PAPERS in each preset's header)."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from lth.run import CONFIG_DIR
+from lth.validation import validate_config
+
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml"))
+FIVE_SEEDS = [0, 1, 2, 3, 4]
+
+
+def sweep_points(name: str) -> list[list[str]]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment=paper/{name}"], return_hydra_config=True)
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    return [[f"{k}={v}" for k, v in zip(params, combo)] for combo in itertools.product(*params.values())]
+
+
+def composed(name: str, point: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"experiment=paper/{name}", *point])
+
+
+# The paper's protocol per preset and sweep point: (model, dataset, iterations, batch, optimizer, lr,
+# warm-up, scheme, rounds, rewind, controls contain, instability).
+def expected(name: str, point: dict) -> dict:
+    lenet = dict(model="lenet300_100", data="MNIST", iterations=50000, batch=60, opt="adam", lr=1.2e-3, warmup=False,
+                 scheme="layerwise", rates={"fc": 0.2, "output": 0.1}, rounds=20, rewind=0, controls={"reinit"})
+    conv = {"conv2": (20000, 2e-4, 0.1), "conv4": (25000, 3e-4, 0.1), "conv6": (30000, 3e-4, 0.15)}
+    resnet = dict(model="resnet20", data="CIFAR10", iterations=30000, batch=128, opt="sgd", scheme="global", rate=0.2,
+                  rewind=0)
+    if name == "lenet_mnist":
+        return lenet
+    if name == "conv_cifar10":
+        it, lr, conv_rate = conv[point["model"]]
+        return dict(model=point["model"], data="CIFAR10", iterations=it, batch=60, opt="adam", lr=lr, warmup=False,
+                    scheme="layerwise", rates={"conv": conv_rate, "fc": 0.2, "output": 0.1}, rounds=20, rewind=0,
+                    controls={"reinit"})
+    if name == "vgg19_warmup":
+        w = point["lr_warmup"] == "true"
+        return dict(model="vgg19", data="CIFAR10", iterations=112480, batch=64, opt="sgd", lr=0.1, warmup=w,
+                    warmup_iterations=10000, scheme="global", rate=0.2, rounds=20, rewind=0, controls={"reinit"},
+                    milestones=[56240, 84360])
+    if name == "resnet20_cifar10":
+        w = point["lr_warmup"] == "true"
+        return dict(resnet, lr=0.03 if w else 0.1, warmup=w, warmup_iterations=20000, rounds=20, controls={"reinit"},
+                    milestones=[20000, 25000])
+    if name == "instability_rewind":
+        return dict(resnet, lr=0.1, warmup=False, rounds=8, rewind=int(point["rewind_iteration"]), controls=set(),
+                    instability=True)
+    if name == "pai_vs_imp":
+        return dict(resnet, lr=0.1, warmup=False, rounds=20, controls={"random_prune", "snip", "grasp", "synflow",
+                    "magnitude_init", "snip_shuffle", "snip_reinit", "snip_invert", "synflow_shuffle"},
+                    examples_per_class=10, synflow_iterations=100)
+    raise AssertionError(f"no expectation written for the preset {name}: add one")
+
+
+def test_the_issues_figures_all_have_a_preset():
+    assert {"lenet_mnist", "conv_cifar10", "vgg19_warmup", "resnet20_cifar10", "instability_rewind",
+            "pai_vs_imp"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_composes_into_the_papers_protocol_at_every_sweep_point(name):
+    points = sweep_points(name)
+    seeds = sorted({int(o.split("=")[1]) for p in points for o in p if o.startswith("seed=")})
+    assert seeds == FIVE_SEEDS, "five seeds, as the papers' trials"
+    text = (Path(CONFIG_DIR) / "experiment" / "paper" / f"{name}.yaml").read_text()
+    assert "Figure" in text or "figure" in text
+    assert "GPU" in text and "reports" in text  # how long a seed takes on a GPU, what the paper reports
+    distinct = {tuple(o for o in p if not o.startswith("seed=")) for p in points}  # seeds change no setting
+    for point in sorted(distinct):
+        cfg = composed(name, list(point))
+        validate_config(cfg, environment=False)  # the project's own check of every setting
+        want = expected(name, dict(o.split("=", 1) for o in point))
+        assert cfg.model.name == want["model"]
+        assert want["data"].lower() in str(cfg.data._target_).lower()
+        assert cfg.train.iterations == want["iterations"] and cfg.train.batch_size == want["batch"]
+        assert cfg.optimizer.name == want["opt"]
+        assert float(cfg.optimizer.lr) == pytest.approx(want["lr"])
+        assert bool(cfg.lr_warmup) == want["warmup"]
+        if "warmup_iterations" in want:
+            assert cfg.warmup.iterations == want["warmup_iterations"]
+        if "milestones" in want:
+            assert list(cfg.schedule.milestones) == want["milestones"]
+        assert cfg.prune.scheme == want["scheme"] and cfg.prune.rounds == want["rounds"]
+        if want["scheme"] == "layerwise":
+            assert {k: float(v) for k, v in cfg.prune.rates.items() if k in want["rates"]} == want["rates"]
+        else:
+            assert float(cfg.prune.rate) == want["rate"]
+        assert cfg.rewind_iteration == want["rewind"]
+        assert want["controls"] <= set(cfg.controls)
+        assert bool(cfg.instability) == want.get("instability", False)
+        if "examples_per_class" in want:
+            assert cfg.analysis.score_examples_per_class == want["examples_per_class"]
+            assert cfg.analysis.synflow_iterations == want["synflow_iterations"]
