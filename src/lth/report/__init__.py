@@ -11,7 +11,7 @@ same setting and are aggregated: mean with min/max over seeds. Written to ``--ou
     summary.csv                  the aggregated rows (setting, branch, round, mean/min/max)
     figures/<setting>_lottery_ticket.png   test acc at early stop + early-stop iteration
                                            vs % weights remaining (log axis), ticket vs controls
-    figures/<setting>_learning_curves.png  test accuracy vs iteration at chosen levels
+    figures/<setting>_learning_curves.png  validation (test_curve=true: test) accuracy vs iteration at chosen levels
     figures/compare_lottery_ticket.png     the ticket of every setting (when more than one)
     figures/rewind_sweep.png               when settings differ only in rewind_iteration: the
                                            ticket's test acc at early stop and the instability
