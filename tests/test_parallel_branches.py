@@ -98,3 +98,17 @@ def test_a_signal_to_the_parent_saves_every_running_branch(tmp_path, signum):
     assert again.wait(timeout=900) == 0, again.stderr.read()[-2000:]
     assert ref.wait(timeout=900) == 0
     assert_same_experiment(tmp_path / "ref" / "exp", folder)
+
+
+def test_evaluation_beside_training_only_where_a_core_is_free(monkeypatch):
+    from lth.training.round import eval_beside_training
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = compose_config(SMALL)
+    assert eval_beside_training(cfg, cpu, alone=True)
+    assert not eval_beside_training(cfg, cpu, alone=False)  # in a worker: the other cores train branches
+    assert not eval_beside_training(cfg, gpu, alone=True)
+    assert not eval_beside_training(compose_config([*SMALL, "trainer.torch_threads=2"]), cpu, alone=True)
+    assert eval_beside_training(compose_config([*SMALL, "eval_beside_training=true"]), cpu, alone=False)
+    assert not eval_beside_training(compose_config([*SMALL, "eval_beside_training=false"]), cpu, alone=True)

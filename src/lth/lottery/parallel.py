@@ -46,6 +46,8 @@ def parallel_workers(cfg) -> int:
     devices = cfg.trainer.get("devices", 1)
     if devices not in (1, "1") or "ddp" in str(cfg.trainer.get("strategy", "auto")):
         return 1
+    if multiprocessing.current_process().daemon:  # e.g. a launcher's worker: it may not start processes
+        return 1
     value = cfg.get("parallel_branches", "auto")
     if value in (None, "auto"):
         if int(cfg.train.iterations) - int(cfg.get("rewind_iteration", 0)) < AUTO_MIN_ITERATIONS:
@@ -75,6 +77,7 @@ def _init(cfg, folder, extra_callbacks, threads: int, slots, log_level: int) -> 
 
     lot = Lottery(cfg, folder)
     lot.extra_callbacks = list(extra_callbacks)
+    lot.trainer.alone = False
     lot.setup_data()
     with slots.get_lock():
         _worker.update(lot=lot, slot=slots.value)

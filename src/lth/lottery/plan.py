@@ -133,14 +133,12 @@ class Lottery:
         return [b.finish(level, rows[b.name]) for b in branches]  # analyses of a trained network (idempotent)
 
     def report(self, row: dict) -> None:
-        """To W&B, what a training in a worker process would have logged (its curve, then its row)."""
+        """To W&B, a training that ran in a worker process: its row and its learning curve."""
         if self.tracker is None or not self.tracker.active:
             return
         from lth.lottery.outputs import read_curve
 
-        for point in read_curve(self.layout.curve(row["round"], row["branch"])):
-            self.tracker.curve_point(row["round"], row["branch"], point)
-        self.tracker.level(row)
+        self.tracker.level(row, read_curve(self.layout.curve(row["round"], row["branch"])))
 
     def check_search_alive(self, level: int, rows: list[dict]) -> None:
         row = next(r for r in rows if r["round"] == level and r["branch"] == (self.search if level else "ticket"))

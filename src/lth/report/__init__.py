@@ -14,7 +14,7 @@ interval of the mean (Student's t over seeds, ``spread``). Written to ``--out`` 
     figures/<setting>_lottery_ticket.png   test acc at early stop + early-stop iteration
                                            vs % weights remaining (log axis), ticket vs controls,
                                            95% CI bands over seeds
-    figures/<setting>_learning_curves.png  test accuracy vs iteration at chosen levels (95% CI bands)
+    figures/<setting>_learning_curves.png  validation (test_curve=true: test) accuracy vs iteration at chosen levels (95% CI bands)
     figures/compare_lottery_ticket.png     the ticket of every setting (when more than one)
     figures/rewind_sweep.png               when settings differ only in rewind_iteration: the
                                            ticket's test acc at early stop and the instability

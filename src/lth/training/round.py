@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +65,16 @@ def lr_schedule(cfg: DictConfig) -> LRSchedule:
     return LRSchedule(warm, tuple(int(m) for m in cfg.schedule.milestones), float(cfg.schedule.gamma))
 
 
-def eval_beside_training(cfg: DictConfig, device: torch.device) -> bool:
-    """``eval_beside_training``: true, false, or auto (the default): on the CPU, where the evaluation
-    thread can take a core of its own; not on a GPU, where it would queue on the same stream."""
+def eval_beside_training(cfg: DictConfig, device: torch.device, alone: bool = True) -> bool:
+    """``eval_beside_training``: true, false, or auto (the default): on the CPU where the evaluation
+    thread finds a free core, i.e. the training runs ``alone`` (not in a worker of
+    ``parallel_branches``) on more cores than ``trainer.torch_threads``; not on a GPU, where it
+    would queue on the same stream. (On a CPU with no free core it only competes with training.)"""
     value = cfg.get("eval_beside_training", "auto")
-    return device.type == "cpu" if value in (None, "auto") else bool(value)
+    if value not in (None, "auto"):
+        return bool(value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return device.type == "cpu" and alone and cores > int(cfg.trainer.get("torch_threads", 1))
 
 
 def steps_per_call(limit: int, *iterations: int) -> int:
@@ -86,6 +92,7 @@ class RoundTrainer:
         self.tracker = tracker
         self.callbacks = callbacks if callbacks is not None else []  # added to every Trainer (tests, tools)
         self.progress_bar = None  # callable(training) -> a Lightning progress bar, set by the lottery
+        self.alone = True  # False in a worker of parallel_branches (others train beside it)
 
     def finished(self, folder: Path, keep_final: bool) -> dict | None:
         """The row of a completed training, or None (a row whose final weights are unreadable is undone)."""
@@ -137,7 +144,7 @@ class RoundTrainer:
         evaluation = PeriodicEvaluation({s: self.dm.splits[s] for s in ("val", "test")}, int(cfg.eval_every), end,
                                         int(cfg.eval_batch_size), on_point=on_point,
                                         test_curve=bool(cfg.get("test_curve", False)),
-                                        background=eval_beside_training(cfg, self.dm.splits["val"][0].device),
+                                        background=eval_beside_training(cfg, self.dm.splits["val"][0].device, self.alone),
                                         divergence_factor=float(cfg.get("divergence_factor", 0)))
         ckpt_dir = t.folder / "checkpoints"
         where = f"during round {t.level} {t.branch}"
