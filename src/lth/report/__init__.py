@@ -4,7 +4,9 @@ Every folder with a ``results.csv`` or ``experiment.json`` under the given paths
 recursively) is one experiment; its ``config.yaml`` beside it says what was run. An experiment is
 *finished* when every network it plans (levels 0..prune.rounds of each of its branches) is in its
 ``results.csv``; unfinished ones are listed in their own section of the report, never averaged in
-as results. Finished experiments whose configurations differ only in ``seed`` are *trials* of the
+as results. An experiment whose ``results.csv``, ``results.json`` or ticket curves fail their checks
+(``lth.lottery.layout.KINDS``) is skipped with one ``warning:`` line naming the file; the others are
+reported. Finished experiments whose configurations differ only in ``seed`` are *trials* of the
 same setting and are aggregated: mean with min/max, standard deviation and the 95% confidence
 interval of the mean (Student's t over seeds, ``spread``). Written to ``--out`` (default: the single PATH given, else ``outputs/reports/<hash>``)::
 
