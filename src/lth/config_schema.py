@@ -252,7 +252,7 @@ class PruneConfig:
 @dataclass
 class DataConfig:
     _target_: str = text("lth.data.MNISTDataModule", "the LightningDataModule class")
-    root: str = text("./data")
+    root: Optional[str] = text("./data", "where the files are (data=imagefolder: data.path)")
     val_size: int = positive_int(5000, 5000, "examples held out of the training file")
     split_seed: int = non_negative_int(0)
     download: bool = flag(True)

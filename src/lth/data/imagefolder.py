@@ -70,10 +70,13 @@ def _is_remote(path: str) -> bool:
     return "://" in path or path.startswith("local:")
 
 
-def read_metadata(path: str, cache_dir: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+def read_metadata(path: str | None, cache_dir: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """``lth.json`` and the label arrays of a prepared dataset (fetched with litdata's downloader if remote)."""
     from lth.data.prepare import FORMAT, META
 
+    if path in (None, "", "None"):
+        raise DatasetNotFoundError("data.path is not set: data=imagefolder streams a dataset written by "
+                                   "python -m lth.data.prepare SRC OUT; set data.path=OUT")
     names = [META, "train-labels.npy", "test-labels.npy"]
     if _is_remote(path):
         from litdata.streaming.downloader import get_downloader
@@ -233,20 +236,20 @@ class ImageFolderDataModule(pl.LightningDataModule):
     train_file_size: int | None = None
 
     @classmethod
-    def check_files(cls, root: str, download: bool) -> None:
+    def check_files(cls, root: str | None, download: bool) -> None:
         """A prepared dataset is at ``root`` (= ``data.path``): its metadata can be read."""
-        read_metadata(str(root))
+        read_metadata(root)
 
-    def __init__(self, path: str, val_size: int = 10_000, split_seed: int = 0, image_size: int = 224,
+    def __init__(self, path: str | None, val_size: int = 10_000, split_seed: int = 0, image_size: int = 224,
                  num_workers: int = 4, root: str | None = None, download: bool = False, cache_dir: str | None = None):
         super().__init__()
+        meta, self.labels = read_metadata(path, cache_dir)
         self.path = str(path)
         self.val_size = val_size
         self.split_seed = split_seed
         self.image_size = image_size
         self.num_workers = num_workers
         self.cache_dir = cache_dir
-        meta, self.labels = read_metadata(self.path, cache_dir)
         self.classes = list(meta["classes"])
         self.num_classes = len(self.classes)
         self.input_shape = (3, image_size, image_size)
