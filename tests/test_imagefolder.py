@@ -135,13 +135,19 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
 
 
 def test_prepare_refuses_bad_input_and_damages_nothing(tree, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lth.data.prepare", *map(str, a)], capture_output=True,
+                                    text=True, cwd=REPO, timeout=600)
     bad = tmp_path / "bad"
     (bad / "train" / "a").mkdir(parents=True)
-    (bad / "train" / "a" / "x.jpg").write_bytes(b"x")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "lth.data.prepare", *map(str, a)], capture_output=True,
-                                    text=True, cwd=REPO, timeout=300)
+    (bad / "train" / "a" / "x.jpg").write_bytes(next((tree / "train").rglob("*.jpg")).read_bytes())
     proc = run(bad, tmp_path / "out")  # no val/ folder
-    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "val" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "val" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    (bad / "val").symlink_to(bad / "train")
+    (bad / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    proc = run(bad, tmp_path / "out")  # an unreadable image, found by litdata's worker
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("error:") and "broken.jpg" in last, proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
     existing = tmp_path / "existing"
     existing.mkdir()

@@ -32,6 +32,7 @@ FORMAT = 1
 META = "lth.json"
 SPLITS = {"train": "train", "test": "val"}  # stored split -> SRC sub-folder
 STORE_ORDER_SEED = 0
+START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 
 class PrepareError(ValueError):
@@ -60,21 +61,23 @@ def image_files(folder: Path, classes: list[str] | None = None) -> tuple[list[st
     return classes, items
 
 
-def read_sample(item: tuple[str, int, int]) -> dict:
-    """One stored sample: the file's bytes (checked to be a readable image), its label and its position
-    in the split (which seeds its augmentation when training)."""
-    import io
-
+def unreadable(path: str) -> str | None:
+    """Why ``path`` is not a readable image (None if it is)."""
     from PIL import Image
 
-    path, label, index = item
-    data = Path(path).read_bytes()
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(path) as img:
             img.verify()
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
-        raise PrepareError(f"{path} is not a readable image ({exc})") from None
-    return {"image": data, "label": int(label), "index": int(index)}
+        return f"{path} is not a readable image ({exc})"
+    return None
+
+
+def read_sample(item: tuple[str, int, int]) -> dict:
+    """One stored sample: the file's bytes, its label and its position in the split (which seeds its
+    augmentation when training)."""
+    path, label, index = item
+    return {"image": Path(path).read_bytes(), "label": int(label), "index": int(index)}
 
 
 def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str = "64MB") -> dict:
@@ -86,6 +89,13 @@ def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str
         raise PrepareError(f"{out} already exists; remove it or choose another output folder")
     classes, _ = image_files(src / "train")
     listed = {split: image_files(src / folder, classes)[1] for split, folder in SPLITS.items()}
+    # Every image is checked before anything is written (a failing litdata worker would leave its
+    # helper processes behind).
+    with mp.get_context(START_METHOD).Pool(workers) as pool:
+        paths = [p for items in listed.values() for p, _ in items]
+        bad = [reason for reason in pool.imap(unreadable, paths, chunksize=64) if reason]
+    if bad:
+        raise PrepareError(f"{len(bad)} unreadable image(s): {bad[0]}" + (" ..." if len(bad) > 1 else ""))
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)  # left by an interrupted run: never a finished dataset
@@ -95,9 +105,9 @@ def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str
         # permutes chunks and items within a chunk, and a worker streams from a few chunks at a time.
         # keep_data_ordered + no reordering keep this order, so the labels file lines up with it.
         items = [items[i] for i in np.random.default_rng(STORE_ORDER_SEED).permutation(len(items))]
-        litdata.optimize(fn=read_sample, inputs=[(p, y, i) for i, (p, y) in enumerate(items)], output_dir=str(partial / split),
-                         chunk_bytes=chunk_bytes, num_workers=workers, keep_data_ordered=True, reorder_files=False, verbose=False,
-                         start_method="fork" if "fork" in mp.get_all_start_methods() else None)
+        litdata.optimize(fn=read_sample, inputs=[(p, y, i) for i, (p, y) in enumerate(items)],
+                         output_dir=str(partial / split), chunk_bytes=chunk_bytes, num_workers=workers,
+                         keep_data_ordered=True, reorder_files=False, verbose=False, start_method=START_METHOD)
         np.save(partial / f"{split}-labels.npy", np.array([label for _, label in items], dtype=np.int64))
     meta = {"format": FORMAT, "classes": classes, "sizes": {s: len(i) for s, i in listed.items()}}
     (partial / META).write_text(json.dumps(meta, indent=1))
