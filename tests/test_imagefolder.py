@@ -173,3 +173,16 @@ def test_lottery_round_trains_on_a_streamed_dataset(prepared, tmp_path):
     assert all(0.0 <= r["test_acc_at_es"] <= 1.0 and r["es_iteration"] in (5, 10, 20) for r in rows if r["round"])
     assert by[0, "ticket"]["final_test_acc"] > 1 / CLASSES + 0.2  # the colour cast is learnt: it really trained
     assert by[1, "instability"]["instability"] >= 0.0  # the error barrier, evaluated on the streamed test images
+
+
+@pytest.mark.slow  # prepares two datasets and measures each in a fresh process
+def test_memory_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.stream_memory", "--images", "40", "--size", "32",
+                           "--crop", "24", "--batch-size", "10", "--reps", "1", "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "peak RSS ratio (4x the images)" in proc.stdout
+    result = __import__("json").loads(out.read_text())
+    assert (result["small"]["images"], result["large"]["images"]) == (40, 160)
+    assert (result["small"]["streamed"], result["large"]["streamed"]) == (30, 140)  # whole batches of 10, 10% held out
