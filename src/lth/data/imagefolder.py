@@ -281,7 +281,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_idx), "val": len(self.val_idx), "test": len(self.labels["test"])}
 
-    def train_dataset(self, seed: int, batch_size: int) -> ImageStream:
+    def train_dataset(self, seed: int) -> ImageStream:
         """The training images (validation ones left out), shuffled by litdata from ``seed``."""
         augment = self.augment is not None
         full = ImageStream(self.path, "train", transform(self.image_size, augment), seed if augment else None,
@@ -298,7 +298,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         rank_batch = _rank_batch(batch_size)
 
         def make_loader():
-            return litdata.StreamingDataLoader(self.train_dataset(seed, rank_batch), batch_size=rank_batch,
+            return litdata.StreamingDataLoader(self.train_dataset(seed), batch_size=rank_batch,
                                                num_workers=self.num_workers, drop_last=True,
                                                pin_memory=self.device.type == "cuda")
 
