@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ["lenet300_100", "conv2", "conv4", "conv6", "vgg11", "vgg13", "vgg16", "vgg19", "resnet20"]
+MODELS = ["lenet300_100", "conv2", "conv4", "conv6", "vgg11", "vgg13", "vgg16", "vgg19", "resnet20", "resnet50"]
 PATHS = ["quickstart", *(f"model:{m}" for m in MODELS), "compile", "precision:bf16-mixed", "precision:16-mixed",
          "ddp", "mask_zero", "benchmarks"]
 
@@ -187,6 +187,8 @@ def plan(args, out: Path, cuda_devices: int) -> list[Job]:
             data = [f"data._target_=benchmarks.gpu_check.Random{dataset.upper()}", f"data.val_size={val}",
                     "data.download=false"]
         small = ["train.batch_size=8", "eval_batch_size=64"] if tiny else []
+        if m == "resnet50":  # the ImageNet network, checked on CIFAR-shaped data (its pooling takes any size)
+            data = ["data=cifar10", *data, "lr_warmup=false"]
         jobs.append(run(f"model:{m}", [f"model={m}", *trainer, *data, *small, "prune.rounds=1",
                                        f"train.iterations={its}", f"eval_every={its}", f"checkpoint_every={its}"],
                         240, 2))

@@ -72,7 +72,7 @@ def test_unknown_option_exits_2_with_one_line(tmp_path):
     code, out, err = finish(lth_run("model=nope", f"hydra.run.dir={tmp_path / 'x'}"))
     assert code == 2
     assert err.strip().splitlines() == ["error: model=nope is not an option of model; choose model=conv2, conv4, conv6, "
-                                        "lenet300_100, resnet18, resnet20, vgg11, vgg13, vgg16, vgg19"]
+                                        "lenet300_100, resnet18, resnet20, resnet50, vgg11, vgg13, vgg16, vgg19"]
     assert not (tmp_path / "x").exists()
 
 

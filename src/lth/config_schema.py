@@ -252,10 +252,13 @@ class PruneConfig:
 @dataclass
 class DataConfig:
     _target_: str = text("lth.data.MNISTDataModule", "the LightningDataModule class")
-    root: str = text("./data")
+    root: Optional[str] = text("./data", "where the files are (data=imagefolder: data.path)")
     val_size: int = positive_int(5000, 5000, "examples held out of the training file")
     split_seed: int = non_negative_int(0)
     download: bool = flag(True)
+    path: Optional[str] = text(None, "data=imagefolder: the dataset written by python -m lth.data.prepare")
+    image_size: int = positive_int(224, 224, "data=imagefolder: crop size in pixels")
+    num_workers: int = non_negative_int(4, 4, "data=imagefolder: streaming processes and decoding threads")
 
 
 @dataclass

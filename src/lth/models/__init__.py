@@ -12,6 +12,7 @@ from torch import nn
 from lth.models.conv import ConvNet
 from lth.models.lenet import LeNet
 from lth.models.resnet import ResNet
+from lth.models.resnet50 import ResNet50
 from lth.models.vgg import VGG
 
 
@@ -22,4 +23,4 @@ def build_model(arch_cfg: DictConfig, input_shape: Sequence[int], num_classes: i
         return hydra.utils.instantiate(arch_cfg, input_shape=tuple(input_shape), num_classes=num_classes)
 
 
-__all__ = ["ConvNet", "LeNet", "ResNet", "VGG", "build_model"]
+__all__ = ["ConvNet", "LeNet", "ResNet", "ResNet50", "VGG", "build_model"]

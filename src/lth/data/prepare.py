@@ -1,0 +1,140 @@
+"""Turn an image-folder tree into a litdata optimized dataset that ``data=imagefolder`` streams.
+
+    python -m lth.data.prepare SRC OUT [--workers N] [--chunk-bytes 64MB]
+
+``SRC`` has the ImageNet layout: ``SRC/train/<class>/<image>`` and ``SRC/val/<class>/<image>``
+(classes are the sub-folder names, sorted, as torchvision's ``ImageFolder`` numbers them). Each
+image's file bytes are stored as they are (no re-encoding) with its label, in ``litdata.optimize``
+chunks: ``OUT/train`` from ``SRC/train`` and ``OUT/test`` from ``SRC/val`` (the papers report
+ImageNet's validation images as test accuracy; lth's own validation split, for early stopping,
+is held out of ``OUT/train`` by ``data.val_size`` when training). ``OUT/lth.json`` records the
+classes and the split sizes, ``OUT/<split>-labels.npy`` the labels in the stored order (a fixed
+random permutation of the files, so that litdata's chunks mix the classes).
+
+Everything is written under ``OUT.partial`` and renamed to ``OUT`` at the end: an interrupted or
+failed run leaves no half-written ``OUT``. ``OUT`` may then be copied to an object store
+(``s3://...``, ``gs://...``) and given as ``data.path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+META = "lth.json"
+SPLITS = {"train": "train", "test": "val"}  # stored split -> SRC sub-folder
+STORE_ORDER_SEED = 0
+START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
+class PrepareError(ValueError):
+    pass
+
+
+def image_files(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
+    """The classes (sorted sub-folders, or the given ones) and ``(file, label)`` for every image below them."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not folder.is_dir():
+        raise PrepareError(f"{folder} is not a folder: the source needs train/<class>/*.jpg and val/<class>/*.jpg")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not found:
+        raise PrepareError(f"{folder} has no class sub-folders (expected {folder}/<class>/*.jpg)")
+    if classes is None:
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise PrepareError(f"{folder} has classes that train/ lacks: {', '.join(unknown[:5])}")
+    index = {c: i for i, c in enumerate(classes)}
+    items = [(str(f), index[c]) for c in found for f in sorted((folder / c).rglob("*"))
+             if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS]
+    if not items:
+        raise PrepareError(f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)})")
+    return classes, items
+
+
+def unreadable(path: str) -> str | None:
+    """Why ``path`` is not a readable image (None if it is)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
+        return f"{path} is not a readable image ({exc})"
+    return None
+
+
+def read_sample(item: tuple[str, int, int]) -> dict:
+    """One stored sample: the file's bytes, its label and its position in the split (which seeds its
+    augmentation when training)."""
+    path, label, index = item
+    return {"image": Path(path).read_bytes(), "label": int(label), "index": int(index)}
+
+
+def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str = "64MB") -> dict:
+    """Write ``out`` from ``src`` (see the module docstring); returns the metadata written to ``lth.json``."""
+    import litdata
+
+    src, out = Path(src), Path(out)
+    if out.exists():
+        raise PrepareError(f"{out} already exists; remove it or choose another output folder")
+    classes, _ = image_files(src / "train")
+    listed = {split: image_files(src / folder, classes)[1] for split, folder in SPLITS.items()}
+    # Every image is checked before anything is written (a failing litdata worker would leave its
+    # helper processes behind).
+    with mp.get_context(START_METHOD).Pool(workers) as pool:
+        paths = [p for items in listed.values() for p, _ in items]
+        bad = [reason for reason in pool.imap(unreadable, paths, chunksize=64) if reason]
+    if bad:
+        raise PrepareError(f"{len(bad)} unreadable image(s): {bad[0]}" + (" ..." if len(bad) > 1 else ""))
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # left by an interrupted run: never a finished dataset
+    partial.mkdir(parents=True)
+    for split, items in listed.items():
+        # Stored in a fixed random order, so that every chunk mixes the classes: litdata's shuffle
+        # permutes chunks and items within a chunk, and a worker streams from a few chunks at a time.
+        # keep_data_ordered + no reordering keep this order, so the labels file lines up with it.
+        items = [items[i] for i in np.random.default_rng(STORE_ORDER_SEED).permutation(len(items))]
+        litdata.optimize(fn=read_sample, inputs=[(p, y, i) for i, (p, y) in enumerate(items)],
+                         output_dir=str(partial / split), chunk_bytes=chunk_bytes, num_workers=workers,
+                         keep_data_ordered=True, reorder_files=False, verbose=False, start_method=START_METHOD)
+        np.save(partial / f"{split}-labels.npy", np.array([label for _, label in items], dtype=np.int64))
+    meta = {"format": FORMAT, "classes": classes, "sizes": {s: len(i) for s, i in listed.items()}}
+    (partial / META).write_text(json.dumps(meta, indent=1))
+    os.replace(partial, out)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lth.data.prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="image-folder tree: SRC/train/<class>/*.jpg and SRC/val/<class>/*.jpg")
+    parser.add_argument("out", help="output folder (must not exist)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
+                        help="processes reading the images (default: half the CPUs)")
+    parser.add_argument("--chunk-bytes", default="64MB", help="size of litdata's chunks (default 64MB)")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        meta = prepare(args.src, args.out, args.workers, args.chunk_bytes)
+    except PrepareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {len(meta['classes'])} classes, {meta['sizes']['train']:,} train and "
+          f"{meta['sizes']['test']:,} test images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

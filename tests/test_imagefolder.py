@@ -1,0 +1,188 @@
+"""data=imagefolder end to end on a few hundred generated JPEGs: prepare, stream, split, train."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import litdata
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.stream_memory import write_image_tree
+from lth.data.imagefolder import ImageFolderDataModule, transform
+from lth.data.prepare import prepare
+from lth.data.torchvision_files import DatasetNotFoundError
+from tests.conftest import FAST, REPO, compose_config
+
+N_TRAIN, N_TEST, CLASSES, VAL = 240, 60, 3, 40
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return write_image_tree(tmp_path_factory.mktemp("src"), N_TRAIN, N_TEST, classes=CLASSES)
+
+
+@pytest.fixture(scope="module")
+def prepared(tree, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "out"
+    prepare(tree, out, workers=1, chunk_bytes="48KB")  # several chunks, so litdata's shuffle has chunks to mix
+    return out
+
+
+def datamodule(path, **kw) -> ImageFolderDataModule:
+    return ImageFolderDataModule(str(path), **{"val_size": VAL, "image_size": 16, "num_workers": 0, **kw}).to("cpu")
+
+
+def test_prepare_stores_every_image_once_with_its_label(tree, prepared):
+    for split, folder in (("train", "train"), ("test", "val")):
+        expected = sorted((p.read_bytes(), int(p.parent.name.removeprefix("class")))
+                          for p in (tree / folder).rglob("*.jpg"))
+        ds = litdata.StreamingDataset(str(prepared / split))
+        stored = [ds[i] for i in range(len(ds))]
+        assert sorted((bytes(s["image"]), s["label"]) for s in stored) == expected
+        assert [s["index"] for s in stored] == list(range(len(ds)))
+        labels = np.load(prepared / f"{split}-labels.npy")
+        assert labels.tolist() == [s["label"] for s in stored]  # the labels file lines up with the stored order
+        assert labels[: len(labels) // 2].tolist() != sorted(labels[: len(labels) // 2].tolist())  # classes mixed
+    assert len(list((prepared / "train").glob("chunk-*.bin"))) > 1
+
+
+def test_classes_and_shape_come_from_the_data(prepared):
+    dm = datamodule(prepared, image_size=20)
+    assert (dm.num_classes, dm.input_shape, dm.train_file_size) == (CLASSES, (3, 20, 20), N_TRAIN)
+    assert dm.sizes() == {"train": N_TRAIN - VAL, "val": VAL, "test": N_TEST}
+    x, y = dm.splits["test"]
+    batch = x[0:7]
+    assert batch.shape == (7, 3, 20, 20) and batch.dtype == torch.float32
+    assert y[0:7].tolist() == np.load(prepared / "test-labels.npy")[:7].tolist()
+
+
+def _epoch_indices(dm, seed=0) -> list[int]:
+    """The stored indices of one epoch's training images, recognised by their (unaugmented) pixels."""
+    pixels = {}
+    for split in ("train", "val"):
+        x, _ = dm.splits[split]
+        images = x[0 : len(x)]
+        for i, img in zip(x.indices, images):
+            pixels[img.numpy().tobytes()] = int(i)
+    assert len(pixels) == N_TRAIN
+    stream = dm.train_stream(20, seed, 10**9)
+    seen = []
+    for _, (x, y) in zip(range(stream.steps_per_epoch), stream.batches(0)):
+        seen += [pixels[img.numpy().tobytes()] for img in x]
+    return seen
+
+
+def test_validation_images_are_held_out_with_a_fixed_split(prepared):
+    a, b = datamodule(prepared), datamodule(prepared, split_seed=0)
+    assert np.array_equal(a.val_idx, b.val_idx)  # the same split every time
+    assert not set(a.val_idx) & set(a.train_idx) and len(set(a.val_idx) | set(a.train_idx)) == N_TRAIN
+    assert not np.array_equal(datamodule(prepared, split_seed=1).val_idx, a.val_idx)
+    seen = _epoch_indices(a)  # augmentation off: streamed images are the evaluation images, recognisable
+    assert len(seen) == len(set(seen)) == (N_TRAIN - VAL) // 20 * 20  # each training image at most once
+    assert set(seen) <= set(a.train_idx.tolist()) and not set(seen) & set(a.val_idx.tolist())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_is_a_function_of_seed_and_iteration(prepared, workers):
+    dm = datamodule(prepared, num_workers=workers)
+    dm.augment = True
+    epoch = dm.train_stream(20, 5, 10**9).steps_per_epoch
+    full = [b for _, b in zip(range(2 * epoch + 2), dm.train_stream(20, 5, 10**9).batches(0))]
+    again = dm.train_stream(20, 5, 2 * epoch + 2, group=3)  # another round with the same data seed
+    flat = [b for group in again for b in group]
+    assert len(flat) == len(full) and all(torch.equal(u[0], v[0]) and torch.equal(u[1], v[1])
+                                          for u, v in zip(full, flat))
+    for k in (3, epoch, epoch + 4):  # a round rewound to K, also across an epoch boundary
+        tail = dm.train_stream(20, 5, 2 * epoch + 2, position=lambda: k)
+        got = [b for group in tail for b in group]
+        assert all(torch.equal(u[0], v[0]) and torch.equal(u[1], v[1]) for u, v in zip(full[k:], got))
+        assert len(got) == len(full) - k
+    other = dm.train_stream(20, 6, 1).batch(0)
+    assert not torch.equal(other[0], full[0][0])
+    assert not torch.equal(full[0][0], full[epoch][0])  # epochs differ (order and augmentation)
+
+
+def test_augmentation_is_the_imagenet_one(prepared):
+    dm = datamodule(prepared)
+    plain = dm.train_stream(20, 0, 1).batch(0)[0]
+    dm.augment = True
+    augmented = dm.train_stream(20, 0, 1).batch(0)[0]
+    assert augmented.shape == plain.shape == (20, 3, 16, 16)
+    assert not torch.equal(augmented, plain)
+    names = [type(t).__name__ for t in transform(16, augment=True).transforms]
+    assert names[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"] and names[-1] == "Normalize"
+    assert [type(t).__name__ for t in transform(16, augment=False).transforms][:2] == ["Resize", "CenterCrop"]
+    assert transform(224, augment=False).transforms[0].size == [256]  # resize to 224 / 0.875
+
+
+def test_object_store_paths_stream_the_same_batches(prepared):
+    """litdata's ``local:`` scheme reads through its downloader and cache, as for s3:// or gs://."""
+    local, remote = datamodule(prepared), datamodule(f"local:{prepared}")
+    assert remote.num_classes == CLASSES
+    a, b = local.train_stream(20, 1, 1).batch(0), remote.train_stream(20, 1, 1).batch(0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="python -m lth.data.prepare"):
+        ImageFolderDataModule.check_files(str(tmp_path), False)
+    with pytest.raises(DatasetNotFoundError, match="data.path is not set"):
+        ImageFolderDataModule.check_files(None, False)  # data=imagefolder without data.path
+
+
+def test_prepare_refuses_bad_input_and_damages_nothing(tree, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lth.data.prepare", *map(str, a)], capture_output=True,
+                                    text=True, cwd=REPO, timeout=600)
+    bad = tmp_path / "bad"
+    (bad / "train" / "a").mkdir(parents=True)
+    (bad / "train" / "a" / "x.jpg").write_bytes(next((tree / "train").rglob("*.jpg")).read_bytes())
+    proc = run(bad, tmp_path / "out")  # no val/ folder
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "val" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    (bad / "val").symlink_to(bad / "train")
+    (bad / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    proc = run(bad, tmp_path / "out")  # an unreadable image, found by litdata's worker
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("error:") and "broken.jpg" in last, proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep").write_text("mine")
+    proc = run(tree, existing)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and (existing / "keep").read_text() == "mine"
+
+
+@pytest.mark.slow  # five short trainings, SNIP scores and an instability path on the streamed data
+def test_lottery_round_trains_on_a_streamed_dataset(prepared, tmp_path):
+    from lth.lottery import Lottery
+    from lth.validation import validate_config
+
+    cfg = compose_config(["model=conv2", "data=imagefolder", f"data.path={prepared}", f"data.val_size={VAL}",
+                          "data.image_size=16", "data.num_workers=0", *FAST, "prune.rounds=1", "train.iterations=20",
+                          "train.batch_size=20", "train.augment=true", "eval_every=10", "checkpoint_every=10",
+                          "eval_batch_size=50", "rewind_iteration=5", "controls=[snip]", "instability=true"])
+    validate_config(cfg, check_model=True)
+    rows = Lottery(cfg, tmp_path / "exp").run()
+    by = {(r["round"], r["branch"]): r for r in rows}
+    assert {(0, "ticket"), (1, "ticket"), (1, "snip"), (1, "instability")} <= set(by)
+    assert by[1, "ticket"]["weights_remaining"] < 100.0
+    assert all(0.0 <= r["test_acc_at_es"] <= 1.0 and r["es_iteration"] in (5, 10, 20) for r in rows if r["round"])
+    assert by[0, "ticket"]["final_test_acc"] > 1 / CLASSES + 0.2  # the colour cast is learnt: it really trained
+    assert by[1, "instability"]["instability"] >= 0.0  # the error barrier, evaluated on the streamed test images
+
+
+@pytest.mark.slow  # prepares two datasets and measures each in a fresh process
+def test_memory_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.stream_memory", "--images", "40", "--size", "32",
+                           "--crop", "24", "--batch-size", "10", "--reps", "1", "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "peak RSS ratio (4x the images)" in proc.stdout
+    result = __import__("json").loads(out.read_text())
+    assert (result["small"]["images"], result["large"]["images"]) == (40, 160)
+    assert (result["small"]["streamed"], result["large"]["streamed"]) == (30, 140)  # whole batches of 10, 10% held out
