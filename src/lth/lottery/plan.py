@@ -30,6 +30,7 @@ from lth.identity import experiment_hash
 from lth.lottery import branches as registry
 from lth.lottery.dense import dense_round
 from lth.lottery.layout import FORMAT, Layout, check_experiment_json
+from lth.lottery.stacking import train_level
 from lth.lottery.outputs import collect_rows, print_summary, write_outputs
 from lth.models import build_model
 from lth.progress import ExperimentProgress, LotteryProgressBar
@@ -83,9 +84,7 @@ class Lottery:
         rows: list[dict] = []
         try:
             for level in range(self.rounds + 1):
-                for branch in self.branches:
-                    if level >= branch.first_level:
-                        rows.append(self.train(branch, level))
+                rows += self.train_level(level)
                 self.check_search_alive(level, rows)
                 collect_rows(self, rows, write=True)
         finally:
@@ -93,6 +92,11 @@ class Lottery:
             self.tracker.finish(collect_rows(self, rows), figures)
         print_summary(self, rows)
         return rows
+
+    def train_level(self, level: int) -> list[dict]:
+        """The rows of every branch at ``level``, in registry order: trained one at a time, or stacked
+        (``stack_networks``, ``lth.lottery.stacking``)."""
+        return train_level(self, level, [b for b in self.branches if level >= b.first_level])
 
     def train(self, branch: registry.Branch, level: int) -> dict:
         if level == 0 and branch.name == "ticket":

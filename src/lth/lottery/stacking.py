@@ -1,0 +1,79 @@
+"""A level's branch trainings, one at a time or stacked (``stack_networks=auto|true|false``).
+
+The networks of one level are independent: their masks, start states and data orders depend
+only on earlier levels. ``stack_networks`` decides how they train:
+
+- ``false``: one at a time, in registry order (lth's behaviour before stacking);
+- ``true``: every group of networks of one shape and start iteration trains as one stack
+  (``lth.training.stacked_round``), on any device; the CPU tests use it;
+- ``auto`` (default): stacked on a CUDA device, where the batched kernels and the CUDA graph
+  replace hundreds of launches per step (BENCHMARKS.md); one at a time on the CPU, where two
+  cores gain little from it.
+
+Never stacked (trained alone whatever the setting): the dense round (level 0's ticket: it also
+captures θK), networks with dropout (``lth.training.stacked.unstackable``), data-parallel
+(DDP) or mixed-precision training. Rows come back in registry order either way, and each
+branch's analyses (``Branch.finish``, e.g. the instability barrier, which reads the ticket's
+final weights) run after the whole level has trained.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lth.training.round import Training
+from lth.training.stacked import stack_signature, unstackable
+
+log = logging.getLogger("lth")
+
+PRECISIONS = ("32-true", "32", "64-true", "64")  # plain precision: no autocast around the captured step
+
+
+def stacking_on(cfg, device) -> bool:
+    """Whether ``stack_networks`` asks for stacking on ``device`` (before per-network checks)."""
+    setting = cfg.get("stack_networks", "auto")
+    if setting is False or str(setting).lower() == "false":
+        return False
+    tc = cfg.trainer
+    if "ddp" in str(tc.get("strategy", "auto")) or int(tc.get("devices", 1) or 1) > 1 \
+            or str(tc.get("precision", "32-true")) not in PRECISIONS:
+        if setting is True:
+            log.warning("stack_networks=true: trained one at a time (stacking needs one device and 32- or 64-bit "
+                        "precision)")
+        return False
+    return setting is True or str(setting).lower() == "true" or device.type == "cuda"
+
+
+def train_level(lot, level: int, branches: list) -> list[dict]:
+    """The rows of ``branches`` at ``level`` (those found complete on disk are skipped)."""
+    if not stacking_on(lot.cfg, lot.device):
+        return [lot.train(b, level) for b in branches]
+    rows: dict[str, dict] = {}
+    pending: list[tuple] = []  # (branch, training)
+    for b in branches:
+        if level == 0 and b.name == "ticket":
+            rows[b.name] = lot.train(b, level)  # the dense round: alone (θK capture), and first
+            continue
+        folder = lot.layout.branch(level, b.name)
+        row = lot.trainer.finished(folder, b.keep_final)
+        if row is not None:
+            lot.progress.training_skipped()
+            rows[b.name] = row
+            continue
+        pending.append((b, Training(level, b.name, folder, b.mask(level), lot.model_at(b.start_state(level)),
+                                    b.start_iteration(level), b.data_seed(level), b.keep_final)))
+    groups: dict[tuple, list[tuple]] = {}
+    for b, t in pending:
+        why = unstackable(t.model)
+        if why:
+            log.info("round %d %s trains alone: %s", level, b.name, why)
+            rows[b.name] = lot.trainer.train(t)
+            continue
+        groups.setdefault((t.start_iteration, stack_signature(t.model)), []).append((b, t))
+    from lth.training.stacked_round import train_stacked
+
+    for group in groups.values():
+        for (b, _), row in zip(group, train_stacked(lot.trainer, [t for _, t in group])):
+            rows[b.name] = row
+            lot.progress.training_finished(row["train_time_s"] / len(group))
+    return [b.finish(level, rows[b.name]) for b in branches]  # analyses once the whole level is trained
