@@ -235,10 +235,43 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
                          group=group)
     trainer.fit(module, train_dataloaders=stream)
     if variant == "mask":  # semantics check: pruned weights are exactly zero
-        params = dict(model.named_parameters())
-        for pname, m in mask.items():
-            assert not params[pname][~m.to(device)].any(), f"{pname}: a pruned weight moved"
+        assert_pruned_zero(model, mask)
     return timer.rate()
+
+
+def assert_pruned_zero(model: nn.Module, mask: Mask) -> None:
+    """Every pruned weight of ``model`` is exactly 0, wherever Lightning left the model after ``fit``
+    (compared on the CPU: the mask is a CPU tensor, the weights may be on the GPU or back)."""
+    params = dict(model.named_parameters())
+    for pname, m in mask.items():
+        assert not params[pname].detach().cpu()[~m.cpu()].any(), f"{pname}: a pruned weight moved"
+
+
+def stacked_section(device, models: list[str], sizes: list[int], reps: int, quick: bool, tmp: Path) -> dict:
+    """(6) LeNet-300-100 networks stacked (``benchmarks.stacked``): network-steps/s per stack size,
+    median over ``reps`` repetitions."""
+    from benchmarks.stacked import stacked_step
+
+    name = "LeNet-300-100"
+    if name not in models or not sizes:
+        return {}
+    steps, warmup = (20, 5) if quick else ((1000, 100) if device.type == "cuda" else (200, 20))
+    data = Data(name, device)
+    runs: dict[int, list[float]] = {n: [] for n in sizes}
+    for rep in range(reps):
+        for n in sizes if rep % 2 == 0 else sizes[::-1]:
+            runs[n].append(stacked_step(name, data, device, n, steps + warmup, warmup, tmp / f"stacked-{n}-{rep}")[0])
+    return {n: statistics.median(v) for n, v in runs.items()}
+
+
+def format_stacked_section(stacked: dict, single: float) -> list[str]:
+    if not stacked:
+        return []
+    lines = ["", "(6) LeNet-300-100 networks stacked (one vmapped model; a CUDA graph on CUDA), network-steps/s (median):",
+             f"    one network, lth+mask above: {single:,.0f} steps/s"]
+    for n, rate in stacked.items():
+        lines.append(f"    {n:>3} stacked: {rate:>10,.0f} network-steps/s ({rate / single:.2f}x one network)")
+    return lines
 
 
 # ----------------------------------------------------------------------------- evaluation share
@@ -352,6 +385,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compiled", action="store_true",
                     help="also time lth with optimizer.compile=true (update and mask in one compiled function)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--stacked", default=None, metavar="SIZES",
+                    help="stack sizes for (6), comma-separated; '' skips it (default: 1,10,16,64 on CUDA, 4 on CPU)")
     ap.add_argument("--memory-probe", nargs=2, type=int, metavar=("ROUNDS", "ITERATIONS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -428,6 +463,10 @@ def main(argv=None) -> int:
             del data[m]
         if not eval_times:  # no LeNet in --models: time it on its own
             eval_times = [paper_eval.run() for _ in range(1 if quick else max(3, reps))]
+        stacked_sizes = args.stacked if args.stacked is not None else \
+            ("2" if quick else "1,10,16,64" if device.type == "cuda" else "4")
+        stacked = stacked_section(device, models, [int(n) for n in stacked_sizes.split(",") if n.strip()], reps,
+                                  quick, tmp)
     eval_s = statistics.median(t[0] for t in eval_times)
     eval_cpu_s = statistics.median(t[1] for t in eval_times)
     lenet = "LeNet-300-100" in models
@@ -441,7 +480,7 @@ def main(argv=None) -> int:
     cmed = {m: {v: statistics.median(rs) for v, rs in vs.items()} for m, vs in cpu_rates.items()}
     results = {"env": env, "rates": rates, "cpu_rates": cpu_rates, "median_steps_per_s": med, "median_steps_per_cpu_s": cmed, "eval_s": eval_s, "eval_batch_size": ev_batch,
                "train_100_steps_s": train100_s, "eval_cpu_s": eval_cpu_s, "train_100_steps_cpu_s": train100_cpu_s,
-               "eval_times": eval_times, "memory": mem, "suite_wall_s": total}
+               "eval_times": eval_times, "memory": mem, "suite_wall_s": total, "stacked": stacked}
     print(format_report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
@@ -512,6 +551,10 @@ def format_report(r: dict) -> str:
         "    RSS after round (MiB): " + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(rs.items())),
         f"    peak RSS {mem['peak_rss_mb']:.0f} MiB; growth round {first} -> {last}: {growth * 100:+.1f}%"
         + (f"; CUDA max_memory_allocated {mem['cuda_max_allocated_mb']:.1f} MiB" if "cuda_max_allocated_mb" in mem else ""),
+    ]
+    if r.get("stacked"):
+        lines += format_stacked_section(r["stacked"], med["LeNet-300-100"]["mask"])
+    lines += [
         "",
         "targets:",
     ]

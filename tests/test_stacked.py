@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 import pytorch_lightning as pl
@@ -24,7 +25,9 @@ from lth.training.stacked import StackedNetworks, StackedSteps
 from lth.training.stacked_graph import primed
 from tests.conftest import FAST, compose_config
 
-SMALL = ["experiment=quickstart", *FAST, "train.iterations=30", "eval_every=5", "checkpoint_every=10",
+# LTH_TEST_TRAINER=gpu runs the same comparisons on a GPU (the stacked step then replayed from a CUDA graph).
+TRAINER = os.environ.get("LTH_TEST_TRAINER", "cpu")
+SMALL = ["experiment=quickstart", *[f"trainer={TRAINER}" if o == "trainer=cpu" else o for o in FAST], "train.iterations=30", "eval_every=5", "checkpoint_every=10",
          "trainer.steps_per_call=5", "prune.rounds=2", "controls=[reinit,random_prune]", "instability=true"]
 TIMING = {"train_time_s", "time_s", "stacked"}
 

@@ -43,19 +43,27 @@ class StackedStream:
         self.streams = [dm.train_stream(batch_size, s, end) for s in self.seeds]
         self.shared = len(self.seeds) == 1
         self.end, self.position, self.length, self.group = end, position, length, group
+        self._epoch, self._perms = -1, None
 
     def __len__(self) -> int:
         return -(-self.length // self.group)
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [s.batch(iteration) for s in self.streams]
         if self.shared:
-            return pairs[0]
-        x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-        if self.index != list(range(len(self.seeds))):
-            idx = torch.tensor(self.index, device=x.device)
-            x, y = x[idx], y[idx]
-        return x, y
+            return self.streams[0].batch(iteration)
+        first = self.streams[0]
+        if first.augment is not None:  # augmentation draws per network: each stream's own batch
+            pairs = [self.streams[i].batch(iteration) for i in self.index]
+            return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        # BatchStream.batch for every network in one gather: row i of the epoch's permutations is
+        # network i's, sliced at this iteration's offset
+        epoch, offset = divmod(iteration, first.steps_per_epoch)
+        if epoch != self._epoch:
+            perms = torch.stack([s.permutation(epoch) for s in self.streams])
+            self._perms = perms[torch.tensor(self.index, device=perms.device)]
+            self._epoch = epoch
+        idx = self._perms[:, offset * first.batch_size : (offset + 1) * first.batch_size]
+        return first.x[idx], first.y[idx]
 
     def __iter__(self):
         for first in range(self.position(), self.end, self.group):
