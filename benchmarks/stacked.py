@@ -74,7 +74,8 @@ def stacked_step(name: str, data: Data, device, n: int, steps: int, warmup: int,
     trainer.fit(module, train_dataloaders=stream)
     module.steps.verify()  # pruned weights of every network are still exactly 0
     wall, cpu = timer.rate()
-    stats = {"captures": getattr(module.steps, "captures", 0), "eager_steps": getattr(module.steps, "eager_steps", 0)}
+    stats = {"captures": getattr(module.steps, "captures", 0), "eager_steps": getattr(module.steps, "eager_steps", 0),
+             "capture_failed": getattr(module.steps, "failed", None)}
     return n * wall, n * cpu, stats
 
 

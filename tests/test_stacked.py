@@ -83,17 +83,12 @@ def close(a: float, b: float, key: str = "") -> bool:
     return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
-@pytest.mark.slow
-def test_a_stacked_level_trains_each_network_as_alone_in_float64(tmp_path):
-    alone_lot, alone = run(tmp_path / "alone", stack=False)
-    seen = FirstBatches()
-    stack_lot, stacked = run(tmp_path / "stacked", stack=True, callback=seen)
-    a, s = rows_by_key(alone), rows_by_key(stacked)
-    assert a.keys() == s.keys() and len(a) == 2 + 4 + 4  # level 0: dense ticket + instability; 4 per pruned level
+def assert_trained_as_alone(alone_lot, stack_lot, a: dict, s: dict, stack_sizes: dict) -> None:
+    """Every row and curve of the stacked experiment is the one-at-a-time experiment's."""
     for key, ra in a.items():
         rs = s[key]
         trained_stacked = key != (0, "ticket")  # the dense round trains alone
-        assert rs.get("stacked") == ((1 if key[0] == 0 else 4) if trained_stacked else None), key
+        assert rs.get("stacked") == (stack_sizes[key[0]] if trained_stacked else None), key
         assert "stacked" not in ra
         assert rs["es_iteration"] == ra["es_iteration"] and rs["diverged"] == ra["diverged"], key
         for k in ("min_val_loss", "test_acc_at_es", "final_test_acc", "final_val_loss"):
@@ -104,6 +99,16 @@ def test_a_stacked_level_trains_each_network_as_alone_in_float64(tmp_path):
         cs = read_curve(stack_lot.layout.curve(*key))
         assert [p["iteration"] for p in ca] == [p["iteration"] for p in cs] and len(ca) == 7
         assert all(close(pa[k], ps[k], k) for pa, ps in zip(ca, cs) for k in pa), key
+
+
+@pytest.mark.slow
+def test_a_stacked_level_trains_each_network_as_alone_in_float64(tmp_path):
+    alone_lot, alone = run(tmp_path / "alone", stack=False)
+    seen = FirstBatches()
+    stack_lot, stacked = run(tmp_path / "stacked", stack=True, callback=seen)
+    a, s = rows_by_key(alone), rows_by_key(stacked)
+    assert a.keys() == s.keys() and len(a) == 2 + 4 + 4  # level 0: dense ticket + instability; 4 per pruned level
+    assert_trained_as_alone(alone_lot, stack_lot, a, s, stack_sizes={0: 1, 1: 4, 2: 4})
     # the masks of every level (derived from the stacked tickets' trained weights) are the same
     for level in (1, 2):
         ma, ms = Mask.load(alone_lot.layout.ticket_mask(level)), Mask.load(stack_lot.layout.ticket_mask(level))
@@ -129,6 +134,24 @@ def test_a_stacked_level_trains_each_network_as_alone_in_float64(tmp_path):
     assert torch.equal(batch[order.index("instability")], stream.batch(0)[1])
     assert torch.equal(batch[order.index("ticket")], stack_lot.datamodule.train_stream(60, 0, 30).batch(0)[1])
     assert not list(stack_lot.dir.rglob(".stack-*"))  # the stack's checkpoint folder is gone
+
+
+@pytest.mark.slow
+def test_warm_up_and_milestones_stacked_as_alone(tmp_path):
+    """The learning rate of every step follows the schedule (on a GPU: eager steps through the warm-up,
+    a CUDA graph captured once the rate holds, after the milestone)."""
+    extra = ["prune.rounds=1", "controls=[reinit]", "lr_warmup=true", "warmup.iterations=10", "schedule.milestones=[20]"]
+    alone_lot, alone = run(tmp_path / "alone", stack=False, extra=extra)
+    stack_lot, stacked = run(tmp_path / "stacked", stack=True, extra=extra)
+    a, s = rows_by_key(alone), rows_by_key(stacked)
+    assert len(a) == 2 + 3
+    assert_trained_as_alone(alone_lot, stack_lot, a, s, stack_sizes={0: 1, 1: 3})
+    curve = read_curve(stack_lot.layout.curve(1, "reinit"))
+    lr = float(stack_lot.cfg.optimizer.lr)
+    assert [p["lr"] for p in curve] == pytest.approx([0, lr / 2, lr, lr, lr / 10, lr / 10, lr / 10])
+    for branch in ("ticket", "instability"):
+        wa, ws = load_tensors(alone_lot.layout.final(1, branch)), load_tensors(stack_lot.layout.final(1, branch))
+        assert all(float((wa[n] - ws[n]).abs().max()) <= 1e-9 for n in wa), branch
 
 
 @pytest.mark.slow

@@ -18,10 +18,13 @@ The learning rate is a number inside the graph: the graph is captured again when
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 
 from lth.training.stacked import StackedSteps
+
+log = logging.getLogger("lth")
 
 WARMUP_STEPS = 3  # eager steps before a capture (side stream), undone afterwards
 MIN_CONSTANT = 20  # capture only when the learning rate stays the same for at least this many steps
@@ -66,15 +69,25 @@ class GraphedSteps(StackedSteps):
         self.static: tuple | None = None
         self.captures = 0
         self.eager_steps = 0
+        self.failed: str | None = None  # why capturing failed (then every step is eager)
 
     def run(self, x, y, shared: bool, iteration: int) -> torch.Tensor:
         lr = self.optimizer.param_groups[0]["lr"]
         key = (lr, tuple(x.shape), tuple(y.shape), shared)
         if key != self.key:
-            if not self.rate_stays(iteration):
+            if self.failed or not self.rate_stays(iteration):
                 self.eager_steps += 1
                 return self.eager(x, y, shared)
-            self.capture(x, y, shared, key)
+            try:
+                self.capture(x, y, shared, key)
+            except RuntimeError as exc:  # an operation that cannot be captured: train on, eagerly
+                self.failed = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.warning("the stacked training step could not be captured in a CUDA graph (%s); "
+                            "training eagerly", self.failed)
+                self.graph, self.key = None, None
+                torch.cuda.synchronize()
+                self.eager_steps += 1
+                return self.eager(x, y, shared)
         sx, sy, losses = self.static
         sx.copy_(x)
         sy.copy_(y)
