@@ -21,8 +21,11 @@ echo "== 3. benchmarks/run.py on CUDA (LeNet; section 6: 16 stacked)"
 timeout 45 python3 -m benchmarks.run --device cuda --reps 1 --models LeNet-300-100 --stacked 16 \
     2>&1 | tail -32 | tee "$OUT/run.txt"
 
-echo "== 4. a LeNet lottery on MNIST, 2,000 iterations: dense round alone, level 1 ticket+reinit stacked"
+echo "== 4. a LeNet lottery on MNIST, 2,000 iterations: the dense round (a stack of one), level 1 ticket+reinit stacked"
+SECONDS=0
 timeout 35 python3 -m lth.run model=lenet300_100 logger=none trainer=gpu "controls=[reinit]" prune.rounds=1 \
     train.iterations=2000 eval_every=100 checkpoint_every=1000 trainer.enable_progress_bar=false \
     stack_networks=true hydra.run.dir=/tmp/lottery 2>&1 | tail -6 | tee "$OUT/lottery.txt"
+echo "whole command: ${SECONDS}s" | tee -a "$OUT/lottery.txt"
 cat /tmp/lottery/results.csv 2>&1 | tee -a "$OUT/lottery.txt"
+grep -h "CUDA graph" /tmp/lottery/run.log 2>&1 | tee -a "$OUT/lottery.txt"

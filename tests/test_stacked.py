@@ -58,7 +58,8 @@ class FirstBatches(pl.Callback):
 
 
 def run(folder, stack: bool, extra=(), lottery=Float64Lottery, callback=None, setup=None):
-    lot = lottery(compose_config([*SMALL, f"stack_networks={str(stack).lower()}", *extra]), folder)
+    # each run under its own parent: experiments beside each other share their dense round (lth.lottery.dense)
+    lot = lottery(compose_config([*SMALL, f"stack_networks={str(stack).lower()}", *extra]), folder / "exp")
     if setup is not None:
         setup(lot)
     if callback is not None:
@@ -83,12 +84,12 @@ def close(a: float, b: float, key: str = "") -> bool:
     return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
 
 
-def assert_trained_as_alone(alone_lot, stack_lot, a: dict, s: dict, stack_sizes: dict) -> None:
-    """Every row and curve of the stacked experiment is the one-at-a-time experiment's."""
+def assert_trained_as_alone(alone_lot, stack_lot, a: dict, s: dict, stack_sizes: dict, dense: int | None = 1) -> None:
+    """Every row and curve of the stacked experiment is the one-at-a-time experiment's (the dense round
+    a stack of one, ``dense=1``, or alone when it captures θK, ``dense=None``)."""
     for key, ra in a.items():
         rs = s[key]
-        trained_stacked = key != (0, "ticket")  # the dense round trains alone
-        assert rs.get("stacked") == (stack_sizes[key[0]] if trained_stacked else None), key
+        assert rs.get("stacked") == (dense if key == (0, "ticket") else stack_sizes[key[0]]), key
         assert "stacked" not in ra
         assert rs["es_iteration"] == ra["es_iteration"] and rs["diverged"] == ra["diverged"], key
         for k in ("min_val_loss", "test_acc_at_es", "final_test_acc", "final_val_loss"):
@@ -97,7 +98,7 @@ def assert_trained_as_alone(alone_lot, stack_lot, a: dict, s: dict, stack_sizes:
             assert close(rs["instability"], ra["instability"]), key
         ca = read_curve(alone_lot.layout.curve(*key))
         cs = read_curve(stack_lot.layout.curve(*key))
-        assert [p["iteration"] for p in ca] == [p["iteration"] for p in cs] and len(ca) == 7
+        assert [p["iteration"] for p in ca] == [p["iteration"] for p in cs] and len(ca) >= 6
         assert all(close(pa[k], ps[k], k) for pa, ps in zip(ca, cs) for k in pa), key
 
 
@@ -138,17 +139,19 @@ def test_a_stacked_level_trains_each_network_as_alone_in_float64(tmp_path):
 
 @pytest.mark.slow
 def test_warm_up_and_milestones_stacked_as_alone(tmp_path):
-    """The learning rate of every step follows the schedule (on a GPU: eager steps through the warm-up,
-    a CUDA graph captured once the rate holds, after the milestone)."""
-    extra = ["prune.rounds=1", "controls=[reinit]", "lr_warmup=true", "warmup.iterations=10", "schedule.milestones=[20]"]
+    """Rewound to iteration 5, the learning rate of every step follows the schedule from there (on a GPU:
+    eager steps through the warm-up, a CUDA graph captured once the rate holds, after the milestone)."""
+    extra = ["prune.rounds=1", "controls=[reinit]", "lr_warmup=true", "warmup.iterations=10", "schedule.milestones=[20]",
+             "rewind_iteration=5"]
     alone_lot, alone = run(tmp_path / "alone", stack=False, extra=extra)
     stack_lot, stacked = run(tmp_path / "stacked", stack=True, extra=extra)
     a, s = rows_by_key(alone), rows_by_key(stacked)
     assert len(a) == 2 + 3
-    assert_trained_as_alone(alone_lot, stack_lot, a, s, stack_sizes={0: 1, 1: 3})
+    assert_trained_as_alone(alone_lot, stack_lot, a, s, stack_sizes={0: 1, 1: 3}, dense=None)  # dense captures θ5
     curve = read_curve(stack_lot.layout.curve(1, "reinit"))
     lr = float(stack_lot.cfg.optimizer.lr)
-    assert [p["lr"] for p in curve] == pytest.approx([0, lr / 2, lr, lr, lr / 10, lr / 10, lr / 10])
+    assert [p["iteration"] for p in curve] == [5, 10, 15, 20, 25, 30]
+    assert [p["lr"] for p in curve] == pytest.approx([lr / 2, lr, lr, lr / 10, lr / 10, lr / 10])
     for branch in ("ticket", "instability"):
         wa, ws = load_tensors(alone_lot.layout.final(1, branch)), load_tensors(stack_lot.layout.final(1, branch))
         assert all(float((wa[n] - ws[n]).abs().max()) <= 1e-9 for n in wa), branch
@@ -205,7 +208,7 @@ def test_an_interrupted_stack_resumes_to_the_same_results(tmp_path):
     for key in a:
         assert {k: v for k, v in a[key].items() if k not in TIMING} == \
                {k: v for k, v in b[key].items() if k not in TIMING}, key
-    assert json.loads((folder / "round_01" / "reinit" / "row.json").read_text())["stacked"] == 2
+    assert json.loads((folder / "exp" / "round_01" / "reinit" / "row.json").read_text())["stacked"] == 2
 
 
 def tiny(seed: int):
@@ -238,3 +241,25 @@ def test_warm_up_steps_for_a_cuda_graph_capture_are_undone_exactly(settings, pri
 
     for a, b in zip(train(False), train(True)):
         assert torch.equal(a, b)
+
+
+def test_which_networks_stack():
+    from omegaconf import OmegaConf
+
+    from lth.lottery.stacking import AUTO_MAX_PARAMETERS, stacking_on, why_alone
+    from lth.models import LeNet
+
+    def cfg(setting, **trainer):
+        return OmegaConf.create({"stack_networks": setting,
+                                 "trainer": {"strategy": "auto", "devices": 1, "precision": "32-true", **trainer}})
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert not stacking_on(cfg("auto"), cpu) and stacking_on(cfg("auto"), cuda)
+    assert stacking_on(cfg(True), cpu) and not stacking_on(cfg(False), cuda)
+    assert not stacking_on(cfg(True, strategy="ddp", devices=2), cpu)
+    assert not stacking_on(cfg(True, precision="16-mixed"), cuda)
+    small, big = LeNet((1, 8, 8), 10), LeNet((1, 64, 64), 10, hidden=(1300, 100))
+    assert sum(p.numel() for p in big.parameters()) > AUTO_MAX_PARAMETERS
+    assert why_alone(cfg("auto"), small) is None and why_alone(cfg(True), big) is None
+    assert "parameters" in why_alone(cfg("auto"), big)
+    assert "dropout" in why_alone(cfg(True), LeNet((1, 8, 8), 10, dropout=0.5))

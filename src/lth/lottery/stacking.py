@@ -7,11 +7,13 @@ only on earlier levels. ``stack_networks`` decides how they train:
 - ``true``: every group of networks of one shape and start iteration trains as one stack
   (``lth.training.stacked_round``), on any device; the CPU tests use it;
 - ``auto`` (default): stacked on a CUDA device, where the batched kernels and the CUDA graph
-  replace hundreds of launches per step (BENCHMARKS.md); one at a time on the CPU, where two
+  replace hundreds of launches per step (BENCHMARKS.md), for networks of up to 5M parameters
+  (``AUTO_MAX_PARAMETERS``: whose steps are launch latency); one at a time on the CPU, where two
   cores gain little from it.
 
-Never stacked (trained alone whatever the setting): the dense round (level 0's ticket: it also
-captures θK), networks with dropout (``lth.training.stacked.unstackable``), data-parallel
+The dense round (level 0's ticket) trains first, as a stack of one where stacking is on (the CUDA
+graph's speed for one network), alone when it also captures θK (``rewind_iteration > 0``).
+Never stacked (trained alone whatever the setting): networks with dropout (``lth.training.stacked.unstackable``), data-parallel
 (DDP) or mixed-precision training. Rows come back in registry order either way, and each
 branch's analyses (``Branch.finish``, e.g. the instability barrier, which reads the ticket's
 final weights) run after the whole level has trained.
@@ -27,6 +29,19 @@ from lth.training.stacked import stack_signature, unstackable
 log = logging.getLogger("lth")
 
 PRECISIONS = ("32-true", "32", "64-true", "64")  # plain precision: no autocast around the captured step
+# auto stacks networks up to this size: small networks, whose step is launch latency (LeNet, Conv-2/4/6,
+# ResNet-20); the VGGs' steps are arithmetic, which a stack does not make cheaper
+AUTO_MAX_PARAMETERS = 5_000_000
+
+
+def why_alone(cfg, model) -> str | None:
+    """Why ``model`` trains alone although stacking is on, or None."""
+    why = unstackable(model)
+    if why is None and str(cfg.get("stack_networks", "auto")) == "auto":
+        size = sum(p.numel() for p in model.parameters())
+        if size > AUTO_MAX_PARAMETERS:
+            why = f"stack_networks=auto stacks networks of up to {AUTO_MAX_PARAMETERS:,} parameters, this one has {size:,}"
+    return why
 
 
 def stacking_on(cfg, device) -> bool:
@@ -44,6 +59,16 @@ def stacking_on(cfg, device) -> bool:
     return setting is True or str(setting).lower() == "true" or device.type == "cuda"
 
 
+def train_one(lot, t: Training) -> dict:
+    """One training (or its finished row): as a stack of one where stacking is on and possible, else alone."""
+    if t.capture_at is None and stacking_on(lot.cfg, lot.device) and why_alone(lot.cfg, t.model) is None \
+            and lot.trainer.finished(t.folder, t.keep_final) is None:
+        from lth.training.stacked_round import train_stacked
+
+        return train_stacked(lot.trainer, [t])[0]
+    return lot.trainer.train(t)
+
+
 def train_level(lot, level: int, branches: list) -> list[dict]:
     """The rows of ``branches`` at ``level`` (those found complete on disk are skipped)."""
     if not stacking_on(lot.cfg, lot.device):
@@ -52,7 +77,7 @@ def train_level(lot, level: int, branches: list) -> list[dict]:
     pending: list[tuple] = []  # (branch, training)
     for b in branches:
         if level == 0 and b.name == "ticket":
-            rows[b.name] = lot.train(b, level)  # the dense round: alone (θK capture), and first
+            rows[b.name] = lot.train(b, level)  # the dense round first (lth.lottery.dense: train_one)
             continue
         folder = lot.layout.branch(level, b.name)
         row = lot.trainer.finished(folder, b.keep_final)
@@ -64,7 +89,7 @@ def train_level(lot, level: int, branches: list) -> list[dict]:
                                     b.start_iteration(level), b.data_seed(level), b.keep_final)))
     groups: dict[tuple, list[tuple]] = {}
     for b, t in pending:
-        why = unstackable(t.model)
+        why = why_alone(lot.cfg, t.model)
         if why:
             log.info("round %d %s trains alone: %s", level, b.name, why)
             rows[b.name] = lot.trainer.train(t)

@@ -128,7 +128,7 @@ class StackedSteps:
     def verify(self) -> None:
         """Raise if any pruned weight of any network is not exactly 0 (NaN/inf are divergence's)."""
         for p, m in zip(self.params, self.masks):
-            pruned = p[m == 0]
+            pruned = p[(m == 0).to(p.device)]  # after fit Lightning may have moved the weights back to the CPU
             moved = int(torch.count_nonzero(pruned[pruned.isfinite()]))
             if moved:
                 raise RuntimeError(f"{moved} pruned weights of a stacked network are no longer 0")

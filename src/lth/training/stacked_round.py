@@ -110,6 +110,10 @@ def train_stacked(rt, trainings: list[Training], cuda_graph: bool = True) -> lis
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=stream, ckpt_path=str(resume) if resume else None, weights_only=True)
     wall = time.perf_counter() - t0
+    steps = module.steps
+    if hasattr(steps, "captures"):
+        log.info("CUDA graph: %d capture(s), %d eager step(s)%s", steps.captures, steps.eager_steps,
+                 f"; capture failed: {steps.failed}" if steps.failed else "")
     rows = [_finish(rt, t, i, module, evaluation, n, wall) for i, t in enumerate(trainings)]
     shutil.rmtree(folder, ignore_errors=True)
     barrier()
