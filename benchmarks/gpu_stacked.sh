@@ -29,3 +29,7 @@ timeout 35 python3 -m lth.run model=lenet300_100 logger=none trainer=gpu "contro
 echo "whole command: ${SECONDS}s" | tee -a "$OUT/lottery.txt"
 cat /tmp/lottery/results.csv 2>&1 | tee -a "$OUT/lottery.txt"
 grep -h "CUDA graph" /tmp/lottery/run.log 2>&1 | tee -a "$OUT/lottery.txt"
+
+echo "== 5. stacked Conv-2 (random CIFAR-shaped data) network-steps/s"
+timeout 40 python3 -m benchmarks.stacked --device cuda --model Conv-2 --sizes 1,4,8 --reps 1 --steps 200 --warmup 20 \
+    2>&1 | grep -v Warning | tee "$OUT/conv2.txt"

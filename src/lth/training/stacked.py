@@ -86,12 +86,18 @@ class StackedNetworks(nn.Module):
         return functional_call(self.template, (params, buffers), (x,))
 
     def logits(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
-        """``[N, batch, classes]``: every network on ``x`` (one batch for all when ``shared``, else ``[N, batch, ...]``)."""
+        """``[N, batch, classes]``: every network on ``x`` (one batch for all when ``shared``, else ``[N, batch, ...]``).
+        A stack of one runs its row directly (views of the stacked tensors): the single network's kernels."""
+        if self.n == 1:
+            rows = ({k: v[0] for k, v in self.params().items()}, {k: v[0] for k, v in self.buffers_by_name().items()})
+            return self._call(*rows, x if shared else x[0]).unsqueeze(0)
         return vmap(self._call, in_dims=(0, 0, None if shared else 0))(self.params(), self.buffers_by_name(), x)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, shared: bool) -> torch.Tensor:
         """``[N]``: each network's mean cross-entropy on its batch."""
         logits = self.logits(x, shared)
+        if self.n == 1:
+            return F.cross_entropy(logits[0], y if shared else y[0]).unsqueeze(0)
         return vmap(F.cross_entropy, in_dims=(0, None if shared else 0))(logits, y)
 
     def state_of(self, i: int) -> dict[str, torch.Tensor]:
