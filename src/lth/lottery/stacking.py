@@ -98,7 +98,9 @@ def train_level(lot, level: int, branches: list) -> list[dict]:
     from lth.training.stacked_round import train_stacked
 
     for group in groups.values():
+        before = lot.progress.done  # the stack's progress bar counts it as one training
         for (b, _), row in zip(group, train_stacked(lot.trainer, [t for _, t in group])):
             rows[b.name] = row
-            lot.progress.training_finished(row["train_time_s"] / len(group))
+        for _ in range(len(group) - (lot.progress.done - before)):
+            lot.progress.training_finished(0.0)  # the others of the stack, in the same time
     return [b.finish(level, rows[b.name]) for b in branches]  # analyses once the whole level is trained

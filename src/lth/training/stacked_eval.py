@@ -91,6 +91,11 @@ class StackedEvaluation(pl.Callback):
         if all(d is not None for d in self.diverged):
             trainer.should_stop = True
 
+    @property
+    def curve(self) -> list[dict]:
+        """The first network's curve (what a progress bar shows: ``lth.progress.latest_evaluation``)."""
+        return self.curves[0]
+
     def state_dict(self):
         return {"curves": self.curves, "diverged": self.diverged, "elapsed": self.elapsed}
 

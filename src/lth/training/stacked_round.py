@@ -11,6 +11,7 @@ removed once every network's row is written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -99,7 +100,8 @@ def train_stacked(rt, trainings: list[Training], cuda_graph: bool = True) -> lis
     callbacks = [evaluation, SaveOnSignal(ckpt_dir / "last.ckpt", where),
                  RoundCheckpoint(dirpath=str(ckpt_dir), filename="last", every_n_train_steps=int(cfg.checkpoint_every),
                                  save_top_k=-1, save_last=False, enable_version_counter=False)]
-    trainer = rt.make_trainer(folder, end - start, callbacks + rt.callbacks)
+    label = dataclasses.replace(trainings[0], branch="+".join(t.branch for t in trainings))  # the progress bar's
+    trainer = rt.make_trainer(folder, end - start, callbacks + rt.callbacks, label)
     group = steps_per_call(int(cfg.trainer.get("steps_per_call", 1)), start, end, int(cfg.eval_every),
                            int(cfg.checkpoint_every))
     stream = StackedStream(rt.dm, int(cfg.train.batch_size), seeds, end, position=lambda: module.iteration,
