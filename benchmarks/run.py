@@ -235,11 +235,43 @@ def lth_step(name: str, data: Data, device, steps: int, warmup: int, variant: st
                          group=group)
     trainer.fit(module, train_dataloaders=stream)
     if variant == "mask":  # semantics check: pruned weights are exactly zero
-        params = dict(model.named_parameters())
-        for pname, m in mask.items():
-            # after fit Lightning's teardown has moved a CUDA module back to the CPU: index where it is
-            assert not params[pname][~m.to(params[pname].device)].any(), f"{pname}: a pruned weight moved"
+        assert_pruned_zero(model, mask)
     return timer.rate()
+
+
+def assert_pruned_zero(model: nn.Module, mask: Mask) -> None:
+    """Every pruned weight of ``model`` is exactly 0, wherever Lightning left the model after ``fit``
+    (compared on the CPU: the mask is a CPU tensor, the weights may be on the GPU or back)."""
+    params = dict(model.named_parameters())
+    for pname, m in mask.items():
+        assert not params[pname].detach().cpu()[~m.cpu()].any(), f"{pname}: a pruned weight moved"
+
+
+def stacked_section(device, models: list[str], sizes: list[int], reps: int, quick: bool, tmp: Path) -> dict:
+    """(8) LeNet-300-100 networks stacked (``benchmarks.stacked``): network-steps/s per stack size,
+    median over ``reps`` repetitions."""
+    from benchmarks.stacked import stacked_step
+
+    name = "LeNet-300-100"
+    if name not in models or not sizes:
+        return {}
+    steps, warmup = (20, 5) if quick else ((1000, 100) if device.type == "cuda" else (200, 20))
+    data = Data(name, device)
+    runs: dict[int, list[float]] = {n: [] for n in sizes}
+    for rep in range(reps):
+        for n in sizes if rep % 2 == 0 else sizes[::-1]:
+            runs[n].append(stacked_step(name, data, device, n, steps + warmup, warmup, tmp / f"stacked-{n}-{rep}")[0])
+    return {n: statistics.median(v) for n, v in runs.items()}
+
+
+def format_stacked_section(stacked: dict, single: float) -> list[str]:
+    if not stacked:
+        return []
+    lines = ["", "(8) LeNet-300-100 networks stacked (one vmapped model; a CUDA graph on CUDA), network-steps/s (median):",
+             f"    one network, lth+mask above: {single:,.0f} steps/s"]
+    for n, rate in stacked.items():
+        lines.append(f"    {n:>3} stacked: {rate:>10,.0f} network-steps/s ({rate / single:.2f}x one network)")
+    return lines
 
 
 # ----------------------------------------------------------------------------- evaluation share
@@ -467,12 +499,14 @@ def main(argv=None) -> int:
     ap.add_argument("--compiled", action="store_true",
                     help="also time lth with optimizer.compile=true (update and mask in one compiled function)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
-    ap.add_argument("--sections", default="steps,round,level,memory",
-                    help="comma-separated subset of steps (1)-(4), round (6), level (7), memory (5)")
+    ap.add_argument("--sections", default="steps,round,level,memory,stacked",
+                    help="comma-separated subset of steps (1)-(4), round (6), level (7), memory (5), stacked (8)")
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data",
                     help="folder with MNIST/ for (6) and (7) (default ../shared/data; else the embedded digits)")
     ap.add_argument("--round-iterations", type=int, default=None, help="(6): iterations of the timed round (4000)")
     ap.add_argument("--level-iterations", type=int, default=None, help="(7): iterations per training (1000)")
+    ap.add_argument("--stacked", default=None, metavar="SIZES",
+                    help="stack sizes for (8), comma-separated (default: 1,10,16,64 on CUDA, 4 on CPU)")
     ap.add_argument("--memory-probe", nargs=2, type=int, metavar=("ROUNDS", "ITERATIONS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -563,6 +597,11 @@ def main(argv=None) -> int:
             workers = max(2, min(3, usable_cores()))
             extra["level"] = level_times(device, args.data_root, args.level_iterations or (200 if quick else 1000),
                                          workers, reps, tmp / "level")
+        if "stacked" in sections and "LeNet-300-100" in models:  # (8) networks stacked (benchmarks.stacked)
+            stacked_sizes = args.stacked if args.stacked is not None else \
+                ("2" if quick else "1,10,16,64" if device.type == "cuda" else "4")
+            extra["stacked"] = stacked_section(device, models, [int(n) for n in stacked_sizes.split(",") if n.strip()],
+                                               reps, quick, tmp)
     nan = float("nan")
     eval_s = statistics.median(t[0] for t in eval_times) if eval_times else nan
     eval_cpu_s = statistics.median(t[1] for t in eval_times) if eval_times else nan
@@ -698,6 +737,8 @@ def format_report(r: dict) -> str:
             + (f"; CUDA max_memory_allocated {mem['cuda_max_allocated_mb']:.1f} MiB" if "cuda_max_allocated_mb" in mem else ""),
         ]
         checks.append(f"memory growth round {first}->{last} {growth * 100:+.1f}% (<= 5%: {'MET' if growth <= 0.05 else 'NOT MET'})")
+    if r.get("stacked"):
+        lines += format_stacked_section(r["stacked"], (med.get("LeNet-300-100") or {}).get("mask", float("nan")))
     lines += ["", "targets:"]
     for m, (ratio, overhead) in targets.items():
         lines.append(f"    {m}: lth step {ratio:.3f}x hand loop (>= 0.95: {'MET' if ratio >= 0.95 else 'NOT MET'}); "

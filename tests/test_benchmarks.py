@@ -17,15 +17,20 @@ from tests.conftest import REPO
 COMPILER = missing_compiler("cpu") is None  # optimizer.compile=true variants need a C++ compiler
 
 
+def results_stacked(path):
+    return json.loads(path.read_text())["stacked"]
+
+
 def test_benchmarks_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--models", "LeNet-300-100", "--threads", "1", "--json", str(out),
-         "--sections", "steps,memory", *(["--compiled"] if COMPILER else [])],
+         "--sections", "steps,memory,stacked", *(["--compiled"] if COMPILER else [])],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lth/hand" in proc.stdout and "targets:" in proc.stdout
+    assert "2 stacked:" in proc.stdout and results_stacked(out)["2"] > 0  # (8): two LeNets stacked
     results = json.loads(out.read_text())
     rates = results["median_steps_per_s"]["LeNet-300-100"]
     compiled = {"mask_compiled", "dense_compiled"} if COMPILER else set()

@@ -322,6 +322,9 @@ class LthConfig:
                                         "validation loss above this x its start: diverged, stopped")
     checkpoint_every: int = positive_int(1000, 1000)
     mask_gradients: bool = flag(False)
+    stack_networks: Any = _setting("auto", Rule(validate=lambda v: None if v is True or v is False or v == "auto" else
+                                                f"stack_networks={v!r} must be auto, true or false"),
+                                   "a level's networks trained as one stacked model (lth.lottery.stacking)")
     instability: bool = flag(False, "a second copy of each ticket with other SGD noise; the error barrier")
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

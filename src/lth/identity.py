@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 # built-in optimizers, tested in tests/test_protocols.py.)
 SPEED_AND_OUTPUT_KEYS = (
     "mask_gradients",
+    "stack_networks",
     "hydra",
     "logger",
     "data.root",

@@ -41,10 +41,12 @@ def write_results(rows: list[dict], out_dir: Path) -> None:
 
 
 def _fmt(value, spec: str) -> str:
+    """``value`` in ``spec``; one that does not fit it (a diverged network's missing entry) right-aligned as text."""
     try:
         return format(value, spec)
     except (TypeError, ValueError):
-        return str(value)
+        width = "".join(c for c in spec.split(".")[0] if c.isdigit())
+        return format(str(value), f">{width}" if width else "")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -57,8 +59,9 @@ def format_table(rows: list[dict]) -> str:
         flag = "  diverged" if r.get("diverged") else ""
         extra = f" {_fmt(r['instability'], '8.4f')}" if barrier and "instability" in r else ""
         lines.append(
-            f"{r['round']:>5} {r['branch']:<16} {_fmt(r['weights_remaining'], '11.2f')} {_fmt(r['es_iteration'], '>8')} "
-            f"{_fmt(r['test_acc_at_es'], '8.4f')} {_fmt(r['final_test_acc'], '10.4f')} {_fmt(r['min_val_loss'], '12.4f')}"
+            f"{r['round']:>5} {r['branch']:<16} {_fmt(r['weights_remaining'], '11.2f')} {_fmt(r.get('es_iteration', '-'), '>8')} "
+            f"{_fmt(r.get('test_acc_at_es', '-'), '>8.4f')} {_fmt(r.get('final_test_acc', '-'), '>10.4f')} "
+            f"{_fmt(r.get('min_val_loss', '-'), '>12.4f')}"
             f"{extra}{flag}"
         )
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from pathlib import Path
 from lth.distributed import barrier
 from lth.identity import dense_hash
 from lth.storage import atomic_write_bytes, is_writer
+from lth.lottery.stacking import train_one
 from lth.training.round import Training
 
 FILES = ("curve.csv", "final.pt", "row.json")  # row.json last: the copy's completion marker
@@ -41,7 +42,7 @@ def dense_round(lot) -> dict:
                         capture_at=k or None, capture_path=theta_k)
 
     with _locked(store):
-        row = lot.trainer.train(training())
+        row = train_one(lot, training())  # stacked alone (a CUDA graph) where stack_networks allows
         if k and not row["diverged"] and not theta_k.exists():
             lot.trainer.replay(training(), until=k)
         for src in [theta_k] * bool(k) + [store / name for name in FILES]:

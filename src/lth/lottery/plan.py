@@ -34,6 +34,7 @@ from lth.identity import dense_hash, experiment_hash
 from lth.lottery import branches as registry
 from lth.lottery.dense import dense_round
 from lth.lottery.layout import FORMAT, Expected, Layout, check_experiment_json
+from lth.lottery.stacking import stacking_on, train_stacked_level
 from lth.lottery.outputs import collect_rows, print_summary, write_outputs
 from lth.lottery.parallel import BranchPool, parallel_workers
 from lth.models import build_model
@@ -75,7 +76,9 @@ class Lottery:
         self.tracker: Tracker | None = None
         self._masks: dict[int, Mask] = {}
         self.progress = ExperimentProgress(0)
-        self.pool = BranchPool(self, parallel_workers(cfg))  # parallel_branches
+        self.stacked = stacking_on(cfg, self.device)  # stack_networks: a level's networks as one model
+        # parallel_branches: worker processes, where the networks are not stacked (stacking takes precedence)
+        self.pool = BranchPool(self, 1 if self.stacked else parallel_workers(cfg))
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
@@ -106,7 +109,8 @@ class Lottery:
     def train_level(self, level: int) -> list[dict]:
         """The rows of every branch at ``level``, in registry order. The seam where a level's trainings
         are scheduled: the dense round first (the others start from its θK), then the remaining
-        trainings one after another or through ``self.pool``, then each branch's analyses."""
+        trainings stacked (``stack_networks``, ``lth.lottery.stacking``), or through ``self.pool``
+        (``parallel_branches``), or one after another; then each branch's analyses."""
         branches = [b for b in self.branches if level >= b.first_level]
         rows: dict[str, dict] = {}
         todo: list[Training] = []
@@ -123,7 +127,9 @@ class Lottery:
                 todo.append(Training(level, branch.name, folder, branch.mask(level),
                                      self.model_at(branch.start_state(level)), branch.start_iteration(level),
                                      branch.data_seed(level), branch.keep_final))
-        if len(todo) > 1 and self.pool.workers > 1:
+        if todo and self.stacked:
+            trained = train_stacked_level(self, todo)
+        elif len(todo) > 1 and self.pool.workers > 1:
             trained = self.pool.train(todo)
             for row in trained:
                 self.report(row)
