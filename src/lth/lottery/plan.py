@@ -78,7 +78,7 @@ class Lottery:
         self.progress = ExperimentProgress(0)
         self.stacked = stacking_on(cfg, self.device)  # stack_networks: a level's networks as one model
         # parallel_branches: worker processes, where the networks are not stacked (stacking takes precedence)
-        self.pool = BranchPool(self, 1 if self.stacked else parallel_workers(cfg))
+        self.pool = BranchPool(self, 1 if self.stacked else min(parallel_workers(cfg), len(self.branches)))
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
