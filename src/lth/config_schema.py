@@ -241,7 +241,7 @@ class ModelConfig:
 @dataclass
 class PruneConfig:
     scheme: str = choice("layerwise", ("layerwise", "global"))
-    rounds: int = positive_int(20, 20, "pruning rounds after the dense round 0")
+    rounds: int = non_negative_int(20, 20, "pruning rounds after the dense round 0 (0: the dense round only)")
     schedule: str = choice("iterative", ("iterative", "oneshot"))
     rates: Optional[Dict[str, float]] = _setting(None, Rule(keys=PRUNABLE_KINDS, items=Rule(
         "strictly between 0 and 1", ge=0, lt=1, example=0.2, why=" (the share of remaining weights pruned per round)")))

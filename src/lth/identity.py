@@ -43,8 +43,9 @@ SPEED_AND_OUTPUT_KEYS = (
     "checkpoint_every",
     "eval_batch_size",
 )
-# Settings that only add branches (lth.lottery.branches) beside the ticket.
-BRANCH_KEYS = ("controls", "instability", "analysis")
+# Settings that only add branches (lth.lottery.branches) beside the ticket, or more levels: raising
+# prune.rounds continues the experiment, lowering it reports the levels already trained.
+BRANCH_KEYS = ("controls", "instability", "analysis", "prune.rounds")
 # Settings that the dense round 0 does not depend on.
 PRUNING_KEYS = ("prune", "strategy", "rewind_iteration", "model.rates", "model.global_rate", "model.exempt")
 _NAME_MAX = 100

@@ -15,7 +15,9 @@ continues an interrupted experiment.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import importlib.util
 import logging
 import os
@@ -149,11 +151,12 @@ def _run(cfg: DictConfig) -> None:
     try:
         from lth.storage import is_writer
 
-        if is_writer():  # only the process that writes files may clear their leftovers
-            remove_stale_temporaries(out_dir)
-        experiment = Lottery(cfg, out_dir)
-        experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
-        experiment.run()
+        with experiment_lock(out_dir) if is_writer() else contextlib.nullcontext():
+            if is_writer():  # only the process that writes files may clear their leftovers
+                remove_stale_temporaries(out_dir)
+            experiment = Lottery(cfg, out_dir)
+            experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
+            experiment.run()
     except Interrupted as exc:
         _interrupted(exc, out_dir)
     except user_errors as exc:
@@ -165,6 +168,30 @@ def _run(cfg: DictConfig) -> None:
             raise
         _fail(f"could not write {exc.filename or 'to ' + str(out_dir)} ({exc.strerror}). Files already saved are "
               f"intact: free space (or fix the disk) and re-run the same command to continue the experiment")
+
+
+@contextlib.contextmanager
+def experiment_lock(folder: Path):
+    """One writer per experiment: an exclusive ``flock`` on ``<folder>/.lock``, which holds the owner's
+    pid. The kernel drops it when the process ends, however it ends, so a killed run never blocks a resume."""
+    from lth.lottery import ExperimentError
+
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            raise ExperimentError(f"another lth process (pid {pid}) is running this experiment in {folder}; wait for "
+                                  f"it to finish, or stop it (kill {pid}) and re-run this command to continue") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from lth.storage import CorruptFileError, read_json
 
-FORMAT = 2  # experiment.json "format": 1 (no field) was lth 0.1's layout
+# experiment.json "format": 1 (no field) was lth 0.1's layout; 2 kept prune.rounds in the experiment's
+# identity and the analysis.* settings out of it; 3 keys every network by what determines it.
+FORMAT = 3
 
 
 class Layout:
@@ -109,9 +111,9 @@ def check_experiment_json(layout: Layout, digest: str) -> bool:
         raise CorruptFileError(f"{path} is damaged (not the JSON object lth writes); if the folder's config.yaml "
                                f"matches this command, delete {path.name} and re-run, else choose another folder")
     if marker.get("format", 1) != FORMAT:
-        raise ValueError(f"{layout.root} was written by an older lth (folder format {marker.get('format', 1)}, this "
-                         f"one reads {FORMAT}): its experiment cannot be continued. Re-run the command without "
-                         f"hydra.run.dir to start it in a new folder, or keep using lth 0.1 for that one")
+        raise ValueError(f"{layout.root} predates lth's folder format {FORMAT} (it has format {marker.get('format', 1)}: "
+                         f"experiments keyed by what determines each network): it cannot be continued. Re-run the command without "
+                         f"hydra.run.dir to start it in a new folder, or keep using the lth that wrote it for that one")
     if marker["config_hash"] != digest:
         raise ValueError(f"{layout.root} holds an experiment with another configuration (hash "
                          f"{marker['config_hash']}, this one is {digest}). Choose another folder with "
