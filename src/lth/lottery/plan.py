@@ -97,7 +97,7 @@ class Lottery:
     def train(self, branch: registry.Branch, level: int) -> dict:
         if level == 0 and branch.name == "ticket":
             return dense_round(self)
-        folder = self.layout.branch(level, branch.name)
+        folder = self.layout.branch(level, branch.key)
         row = self.trainer.finished(folder, branch.keep_final)
         if row is not None:
             self.progress.training_skipped()

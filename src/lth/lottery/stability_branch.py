@@ -32,6 +32,7 @@ class Instability(Branch):
     switch = "instability"
     first_level = 0
     keep_final = True  # the copy's weights are one end of the path
+    settings = ("analysis.interpolation_points", "analysis.batchnorm")
 
     def start_state(self, level: int) -> dict[str, torch.Tensor]:
         return self.lot.rewind_state
@@ -49,14 +50,14 @@ class Instability(Branch):
             return row
         x, y = lot.datamodule.splits["test"]
         path = path_errors(lot.model_at(lot.final_weights(level, "ticket")).to(lot.device),
-                           lot.final_weights(level, "ticket"), lot.final_weights(level, self.name), x, y,
+                           lot.final_weights(level, "ticket"), lot.final_weights(level, self.key), x, y,
                            points=int(lot.cfg.analysis.interpolation_points), batch_size=int(lot.cfg.eval_batch_size),
                            bn=str(lot.cfg.analysis.batchnorm), train_x=lot.datamodule.splits["train"][0],
                            mask=lot.ticket_mask(level))
-        atomic_write_csv(layout.branch(level, self.name) / "path.csv", path)
+        atomic_write_csv(layout.branch(level, self.key) / "path.csv", path)
         barrier = error_barrier(path)
         row = {**row, "instability": barrier, "stable": barrier <= STABLE}
-        atomic_write_json(layout.row(level, self.name), row)
+        atomic_write_json(layout.row(level, self.key), row)
         return row
 
     def figures(self, rows: list[dict]) -> list:
@@ -79,7 +80,7 @@ class Instability(Branch):
         shown = points[:: max(1, len(points) // 4)][:5] + ([points[-1]] if len(points) > 1 else [])
         cmap = plt.get_cmap("viridis")
         for i, (remaining, _, level) in enumerate(dict.fromkeys(shown)):
-            with open(self.lot.layout.branch(level, self.name) / "path.csv") as f:
+            with open(self.lot.layout.branch(level, self.key) / "path.csv") as f:
                 path = list(csv.DictReader(f))
             right.plot([float(p["alpha"]) for p in path], [100 * float(p["error"]) for p in path],
                        color=cmap(i / max(1, len(shown) - 1)), label=f"{remaining:.3g}% remaining")
