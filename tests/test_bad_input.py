@@ -209,3 +209,14 @@ def test_true_subprocesses(existing, tmp_path):
     out, err = procs["full"].communicate(timeout=300)
     assert procs["full"].returncode != 0 and "Traceback" in err and "ConfigError: seed='abc'" in err  # HYDRA_FULL_ERROR=1
     assert tree(existing.parent) == before
+
+
+def test_settings_are_refused_before_torch_is_imported(tmp_path):
+    """Issue #20: a wrong setting is answered before torch (and Lightning) are imported (benchmarks/refusal.py
+    measures how fast)."""
+    from benchmarks.refusal import PROBE
+
+    for args in (["seed=1.5"], ["+prune.rate=0.5"], ["model=nope"], ["rewind_iteration=99999"], ["seed=["]):
+        proc = subprocess.run([sys.executable, "-c", PROBE, *BASE, *args], cwd=tmp_path, capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert "error:" in proc.stderr and proc.stderr.strip().endswith("NO-TORCH"), (args, proc.stderr[-2000:])

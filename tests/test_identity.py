@@ -131,7 +131,7 @@ def test_a_second_process_of_a_running_experiment_is_refused(tmp_path):
 def test_the_lock_of_a_killed_process_does_not_block_a_resume(tmp_path):
     run_dir = tmp_path / "exp"
     run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lth.run import experiment_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lth.lottery.layout import experiment_lock\n"
                                f"with experiment_lock(__import__('pathlib').Path({str(run_dir)!r})):\n"
                                "    print('locked', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"

@@ -66,6 +66,8 @@ SGD, WARMUP, WANDB = equals("optimizer.name", "sgd"), equals("lr_warmup", True),
 LAYERWISE, GLOBAL, INSTABILITY = equals("prune.scheme", "layerwise"), equals("prune.scheme", "global"), equals("instability", True)
 MILESTONES = When("schedule.milestones is not empty", lambda t: bool(get(t, "schedule.milestones")),
                   ("schedule.milestones=[5]",))
+BN_INSTABILITY = When("instability=true and the model has BatchNorm (ResNet, VGG)", lambda t: bool(t["instability"]) and str(
+    get(t, "model.arch._target_")).rpartition(".")[2] in ("ResNet", "VGG"), ("instability=true", "model=resnet20"))
 DROPOUT = When("model.arch takes dropout (LeNet, Conv-2/4/6)", lambda t: "dropout" in (get(t, "model.arch") or {}))
 
 
@@ -89,7 +91,7 @@ class TrainConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = key("adam", "the optimizer", choices=("adam", "adamw", "sgd"), probe="adamw")
+    name: str = key("adam", "the optimizer", choices=("adam", "adamw", "sgd"), probe="sgd")
     lr: float = key(1e-3, "learning rate (after the warm-up)", gt=0, probe=0.05)
     momentum: float = key(0.0, "SGD momentum", when=SGD, ge=0, lt=1, probe=0.9)
     weight_decay: float = key(0.0, "L2 penalty (decoupled for adamw)", ge=0, probe=0.1)
@@ -113,7 +115,7 @@ class WarmupConfig:
 class AnalysisConfig:
     interpolation_points: int = key(30, "α values on the instability path, ends included", when=INSTABILITY,
                                     effect=BRANCH, ge=2, probe=3)
-    batchnorm: str = key("interpolate", "BN statistics of interpolated networks", when=INSTABILITY, effect=BRANCH,
+    batchnorm: str = key("interpolate", "BN statistics of interpolated networks", when=BN_INSTABILITY, effect=BRANCH,
                          choices=("interpolate", "recompute"), probe="recompute")
     score_batches: int = key(1, "training batches SNIP and GraSP score on", when=uses("snip", "grasp"), effect=BRANCH,
                              ge=1, probe=3)
@@ -163,7 +165,8 @@ class TrainerConfig:
     devices: Any = key(1, "devices for one experiment (>1: DDP)", probe=2)
     strategy: str = key("auto", "Lightning strategy (trainer=ddp sets ddp)", probe="ddp")
     precision: Any = key("32-true", "Lightning precision", probe="64-true")
-    deterministic: Any = key(False, "Lightning's deterministic algorithms (true | false | warn)", probe=True)
+    deterministic: Any = key(False, "Lightning's deterministic algorithms (true | false | warn): reproducible GPU runs; "
+                             "CPU runs are reproducible either way", effect=SPEED, probe=True)
     enable_progress_bar: bool = key(True, "the progress line", effect=OUTPUT, probe=False)
     steps_per_call: int = key(20, "optimizer steps per Lightning training_step call", effect=SPEED, ge=1, probe=1)
     profiler: Optional[str] = key(None, "a Lightning profiler", effect=OUTPUT, choices=PROFILERS, probe="simple")
@@ -246,15 +249,17 @@ def field_of(dotted: str) -> tuple[str, dataclasses.Field] | None:
     return (dotted, keys[dotted]) if dotted else None
 
 
-def markdown() -> str:
-    """The README's configuration table."""
-    rows = ["| key | default | read | effect | what it does |", "|---|---|---|---|---|"]
+def describe():
+    """(key, default, when read, effect, doc) of every key: ``--help`` and the README's table."""
     for name, f in fields().items():
-        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         when = f.metadata["when"]
-        rows.append(f"| `{name}` | `{default}` | {when.words if when else 'always'} | {f.metadata['effect']} | "
-                    f"{f.metadata['doc']} |")
-    return "\n".join(rows)
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        yield name, default, when.words if when else "always", f.metadata["effect"], f.metadata["doc"]
+
+
+def markdown() -> str:
+    rows = [f"| `{n}` | `{d}` | {w} | {e} | {doc} |" for n, d, w, e, doc in describe()]
+    return "\n".join(["| key | default | read | effect | what it does |", "|---|---|---|---|---|", *rows])
 
 
 def register() -> None:

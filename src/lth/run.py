@@ -1,23 +1,14 @@
-"""``python -m lth.run``: one Hydra job = one lottery-ticket experiment.
+"""``python -m lth.run [GROUP=OPTION] [KEY=VALUE] [-m]``: one Hydra job = one lottery-ticket experiment.
 
-Examples::
-
-    python -m lth.run experiment=quickstart
-    python -m lth.run model=conv2 controls=[reinit,random_prune]
-    python -m lth.run model=vgg19 prune=global lr_warmup=true -m
-
-Exit status: 0 done; 2 a problem the user can fix (a wrong setting, missing or corrupt dataset files,
-an unwritable folder, an experiment another process is running, a diverged round), as one ``error:``
-line without a traceback (``HYDRA_FULL_ERROR=1`` shows it); 1 an unexpected failure. The command is
-composed with Hydra's compose API and checked before Hydra creates anything (every job of a sweep;
-each job is checked again as it starts). Re-running the same command continues the experiment.
+Exit status: 0 done; 2 a problem the user can fix, as one ``error:`` line (``HYDRA_FULL_ERROR=1``: the
+traceback); 1 an unexpected failure. Every job of the command is composed (Hydra's compose API) and
+checked before Hydra creates anything; a sweep's jobs are checked again as they start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import importlib.util
 import logging
 import os
@@ -28,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lth.config_schema import fields, register
+from lth.config_schema import describe, register
 from lth.identity import register_resolvers
 from lth.signals import Interrupted, install_process_handlers
 
@@ -152,6 +143,7 @@ def _run(cfg: DictConfig) -> None:
     from lth.data.integrity import DatasetCorruptError
     from lth.data.torchvision_files import DatasetNotFoundError
     from lth.lottery import ExperimentError, Lottery
+    from lth.lottery.layout import experiment_lock
     from lth.storage import CorruptFileError, is_writer
 
     try:
@@ -175,31 +167,6 @@ def _run(cfg: DictConfig) -> None:
               f"intact: free space (or fix the disk) and re-run the same command to continue the experiment")
 
 
-@contextlib.contextmanager
-def experiment_lock(folder: Path):
-    """One writer per experiment: an exclusive ``flock`` on ``<folder>/.lock``, which holds the owner's
-    pid. The kernel drops it when the process ends, however it ends, so a killed run never blocks a resume."""
-    from lth.lottery import ExperimentError
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "?"
-            raise ExperimentError(f"another lth process (pid {pid}) is running this experiment in {folder}; wait for "
-                                  f"it to finish, or stop it (kill {pid}) and re-run this command to continue") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:
     """SIGINT/SIGTERM (lth.training.interrupt): one line, exit 128 + the signal's number."""
     where = f" in {out_dir}" if out_dir else ""
@@ -212,18 +179,10 @@ def usage() -> str:
     """``--help``: the groups' options (conf/) and every key with its doc (lth.config_schema)."""
     groups = [f"  {g.name}: {', '.join(sorted(p.stem for p in g.glob('*.yaml')))}" for g in
               sorted(Path(CONFIG_DIR).iterdir()) if g.is_dir() and g.name not in ("hydra", "__pycache__")]
-    keys = [f"  {n}={_default(f)}  "
-            f"{f.metadata['doc']}" + (f" [read when {f.metadata['when'].words}]" if f.metadata["when"] else "")
-            for n, f in fields().items()]
-    return "\n".join(["usage: python -m lth.run [GROUP=OPTION] [KEY=VALUE] [-m]   (Hydra's flags: --hydra-help)",
-                      "", "Groups (conf/):", *groups, "", "Keys (src/lth/config_schema.py; defaults before the "
-                      "groups' protocol values):", *keys])
-
-
-def _default(f) -> object:
-    import dataclasses
-
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    keys = [f"  {n}={d}  {doc} [read: {when}; {effect}]" for n, d, when, effect, doc in describe()]
+    return "\n".join(["usage: python -m lth.run [GROUP=OPTION] [KEY=VALUE] [-m]   (Hydra's flags: --hydra-help)", "",
+                      "Groups (conf/):", *groups, "", "Keys (src/lth/config_schema.py; a model's protocol sets its own):",
+                      *keys])
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ in ``<parent>/.dense/<dense hash>/`` (see ``lth.lottery.dense``), and is copied 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from pathlib import Path
 
 from lth.storage import CorruptFileError, read_json
@@ -119,3 +122,28 @@ def check_experiment_json(layout: Layout, digest: str) -> bool:
                          f"{marker['config_hash']}, this one is {digest}). Choose another folder with "
                          f"hydra.run.dir=PATH, or move that one away.")
     return True
+
+
+@contextlib.contextmanager
+def experiment_lock(folder: Path):
+    """One writer per experiment: an exclusive ``flock`` on ``<folder>/.lock``, which holds the owner's
+    pid. The kernel drops it when the process ends, however it ends, so a killed run never blocks a resume."""
+    from lth.lottery.plan import ExperimentError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            raise ExperimentError(f"another lth process (pid {pid}) is running this experiment in {folder}; wait for "
+                                  f"it to finish, or stop it (kill {pid}) and re-run this command to continue") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
