@@ -140,3 +140,21 @@ def test_the_lock_of_a_killed_process_does_not_block_a_resume(tmp_path):
     assert (run_dir / ".lock").read_text().strip() == str(holder.pid)  # left behind
     finished(lth_run(tmp_path, "prune.rounds=0", f"hydra.run.dir={run_dir}"))
     assert (run_dir / "results.csv").exists()
+
+
+def test_a_folder_of_the_previous_format_is_named_not_silently_left_behind(tmp_path, capsys, monkeypatch):
+    """A format-2 folder (prune.rounds in its hash) of this experiment beside the new one: refused with one line."""
+    import json as _json
+
+    from omegaconf import OmegaConf
+
+    from tests.test_bad_input import run_in_process
+
+    cfg = compose_config(TINY)
+    old = tmp_path / "outputs" / "runs" / "prune.rounds=1-0123abcd"
+    old.mkdir(parents=True)
+    (old / "experiment.json").write_text(_json.dumps({"config_hash": "0123abcd", "name": old.name, "format": 2}))
+    (old / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    code, out, err = run_in_process([*TINY, "prune.rounds=1"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and err.strip().startswith(f"error: {old.relative_to(tmp_path)} holds this experiment as written by an older lth")
+    assert sorted(p.name for p in old.parent.iterdir()) == [old.name]

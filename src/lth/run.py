@@ -33,16 +33,9 @@ _job_label = ""  # "job 3 (seed=1): " in a sweep, so that each error line names 
 _last_failure = ""
 
 
-def _config_dir() -> str:
-    """conf/: the package ``lth.conf`` (shipped inside the wheel), else the checkout's conf/ beside src/."""
-    spec = importlib.util.find_spec("lth.conf")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(folder) / "config.yaml").is_file():
-            return str(Path(folder).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-CONFIG_DIR = _config_dir()
+_spec = importlib.util.find_spec("lth.conf")  # conf/, shipped inside the wheel as the package lth.conf
+CONFIG_DIR = next((str(Path(f).resolve()) for f in ((_spec.submodule_search_locations if _spec else None) or []) if
+                   (Path(f) / "config.yaml").is_file()), str(Path(__file__).resolve().parents[2] / "conf"))
 
 
 def _fail(message: str) -> None:
@@ -70,31 +63,30 @@ def check_command(overrides: list[str], multirun: bool) -> int:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(hydra_message(exc, overrides)) from None
-    choices = [[(f"{o.get_key_element()}={v}", o.key_or_group, w) for v, w in zip(o.sweep_string_iterator(),
-                                                                                 o.sweep_iterator())]
-               if multirun and o.is_sweep_override() else [(o.input_line, o.key_or_group, o.value())] for o in parsed]
+    if not multirun and (sweep := next((o for o in parsed if o.is_sweep_override()), None)):
+        raise ConfigError(f"{sweep.input_line} is a sweep: add -m to run one experiment per value, or write a list as [a,b]")
+    choices = [list(zip([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()], o.sweep_iterator()))
+               if o.is_sweep_override() else [(o.input_line, o.value())] for o in parsed]
     refused, jobs = [], list(itertools.product(*choices))
     for job in jobs:
-        line = [o for o, _, _ in job]
+        line = [o for o, _ in job]
         try:
-            for o in parsed:
-                if o.is_sweep_override() and not multirun:
-                    raise ConfigError(f"{o.input_line} is a sweep: add -m to run one experiment per value, or write "
-                                      f"a list as [a,b]")
-            for _, name, value in job:
-                check_override(name, value)
+            for o, (_, value) in zip(parsed, job):
+                check_override(o.key_or_group, value)
             with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
                 try:
                     cfg = compose("config", overrides=line, return_hydra_config=True)
                 except Exception as exc:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors
                     raise ConfigError(hydra_message(exc, line)) from None
             HydraConfig.instance().set_config(cfg)  # for ${hydra:...}
-            check(cfg, [name for _, name, _ in job])
-            check_data_files(cfg)
+            local = "submitit" not in str(cfg.hydra.launcher.get("_target_"))  # a cluster's jobs run elsewhere
+            check(cfg, [o.key_or_group for o in parsed], machine=local)
+            check_data_files(cfg) if local else None
             check_output_dir(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
-            check_experiment(cfg, Path(str(cfg.hydra.run.dir)))
+            check_experiment(cfg, Path(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)) if multirun else
+                             Path(str(cfg.hydra.run.dir)))
         except ConfigError as exc:
-            refused.append((" ".join(o for o, *_ in job if len({c[0] for c in choices[job.index((o, *_))]}) > 1), str(exc)))
+            refused.append((" ".join(o for (o, _), opts in zip(job, choices) if len(opts) > 1), str(exc)))
     if refused and len(refused) == len(jobs):
         messages = list(dict.fromkeys(m for _, m in refused))
         if not multirun:

@@ -9,6 +9,7 @@ plan, and **this machine** (a GPU, a compiler).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import operator
@@ -264,16 +265,30 @@ def check_override(name: str, value: Any) -> None:
 
 
 def check_experiment(cfg: DictConfig, folder: Path) -> None:
-    """An existing experiment folder holds this experiment (read only)."""
-    if (folder / "experiment.json").exists():
-        from lth.identity import experiment_hash
-        from lth.lottery.layout import Layout, check_experiment_json
-        from lth.storage import CorruptFileError
+    """An existing experiment folder holds this experiment; a folder beside it written by an older lth for
+    this experiment is named, not silently left behind (read only)."""
+    import json
 
-        try:
-            check_experiment_json(Layout(folder), experiment_hash(cfg))
-        except (ValueError, CorruptFileError) as exc:
-            raise ConfigError(str(exc)) from None
+    from lth.identity import experiment_hash
+
+    if not (folder / "experiment.json").exists():
+        for old in folder.parent.glob("*/experiment.json"):
+            same = False
+            with contextlib.suppress(Exception):  # best effort: a folder it cannot read is not this experiment
+                same = json.loads(old.read_text()).get("format", 1) < 3 and experiment_hash(
+                    OmegaConf.to_container(OmegaConf.load(old.parent / "config.yaml"))) == experiment_hash(cfg)
+            if same:
+                raise ConfigError(f"{old.parent} holds this experiment as written by an older lth (folder format "
+                                      f"2, before experiments were keyed by what changes each network): it cannot be "
+                                      f"continued; move it away to start this one in {folder}")
+        return
+    from lth.lottery.layout import Layout, check_experiment_json
+    from lth.storage import CorruptFileError
+
+    try:
+        check_experiment_json(Layout(folder), experiment_hash(cfg))
+    except (ValueError, CorruptFileError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 REPLACED = {"warmup.lr": "the warm-up ramps to optimizer.lr: set optimizer.lr instead"}
