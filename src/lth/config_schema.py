@@ -43,32 +43,37 @@ def get(tree: dict, dotted: str) -> Any:
 
 @dataclass(frozen=True)
 class When:
-    """A condition on the other settings: ``words`` for messages, ``test`` on the resolved tree,
-    ``enable``: overrides that make it true (for tests)."""
+    """A condition on the other settings: ``words`` and ``fix`` (what to set) for messages, ``test`` on the
+    resolved tree, ``enable``: overrides that make it true in tests/test_config_keys.py."""
 
     words: str
     test: Callable[[dict], bool]
     enable: tuple = ()
+    fix: str = ""
 
 
 def equals(dotted: str, value: Any) -> When:
     shown = str(value).lower() if isinstance(value, bool) else str(value)
-    return When(f"{dotted}={shown}", lambda t: get(t, dotted) == value, (f"{dotted}={shown}",))
+    return When(f"{dotted}={shown}", lambda t: get(t, dotted) == value, (f"{dotted}={shown}",), f"{dotted}={shown}")
 
 
 def uses(*branches: str) -> When:
     """Read when one of ``branches`` (or a sanity check of it: ``snip_shuffle``) is among the controls."""
     return When(f"controls has {' or '.join(branches)}", lambda t: any(
-        c.rpartition("_")[0] in branches or c in branches for c in get(t, "controls") or ()), (f"controls=[{branches[0]}]",))
+        c.rpartition("_")[0] in branches or c in branches for c in get(t, "controls") or ()), (f"controls=[{branches[0]}]",),
+        f"controls=[{branches[0]}]" + "".join(f" (or {b})" for b in branches[1:]))
 
 
 SGD, WARMUP, WANDB = equals("optimizer.name", "sgd"), equals("lr_warmup", True), equals("logger.name", "wandb")
 LAYERWISE, GLOBAL, INSTABILITY = equals("prune.scheme", "layerwise"), equals("prune.scheme", "global"), equals("instability", True)
 MILESTONES = When("schedule.milestones is not empty", lambda t: bool(get(t, "schedule.milestones")),
-                  ("schedule.milestones=[5]",))
+                  ("schedule.milestones=[5]",), "schedule.milestones=[ITERATION,...]")
 BN_INSTABILITY = When("instability=true and the model has BatchNorm (ResNet, VGG)", lambda t: bool(t["instability"]) and str(
-    get(t, "model.arch._target_")).rpartition(".")[2] in ("ResNet", "VGG"), ("instability=true", "model=resnet20"))
-DROPOUT = When("model.arch takes dropout (LeNet, Conv-2/4/6)", lambda t: "dropout" in (get(t, "model.arch") or {}))
+    get(t, "model.arch._target_")).rpartition(".")[2] in ("ResNet", "VGG"), (
+    "instability=true", "model=resnet20", "model.arch.width=2", "analysis.interpolation_points=3"),
+    "instability=true with a model that has BatchNorm")
+DROPOUT = When("model.arch takes dropout (LeNet, Conv-2/4/6)", lambda t: "dropout" in (get(t, "model.arch") or {}),
+               fix="a model whose model.arch takes dropout (model=lenet300_100, conv2, conv4, conv6)")
 
 
 def key(default: Any, doc: str = "", *, when: When | None = None, effect: str = RESULT, probe: Any = None,

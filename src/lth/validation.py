@@ -103,7 +103,7 @@ def check_settings(tree: dict, set_keys: list[str] = ()) -> None:
         when = found and found[1].metadata["when"]
         if when and not when.test(tree):
             raise ConfigError(f"{given} is read only when {when.words}, so it would change nothing here; set "
-                              f"{' '.join(when.enable) or when.words} for it to take effect, or drop {given}")
+                              f"{when.fix or when.words} for it to take effect, or drop {given}")
     for name, rule in RULES:
         problem = rule(tree)
         if problem:
