@@ -193,7 +193,7 @@ def test_true_subprocesses(existing, tmp_path):
         "prunes-everything": ([*BASE, "prune=global", "prune.rate=0.99", "prune.rounds=4", f"hydra.run.dir={existing}"],
                               "set prune.rounds=2", {}),
         "group-option": ([*BASE, "model=nope"], "model=nope is not an option of model", {}),
-        "sweep": (["-m", *BASE, "seed=1.5,2.5"], "every job of the sweep is refused: job 0 (seed=1.5): seed=1.5 must be", {}),
+        "sweep": (["-m", *BASE, "seed=1.5,2.5"], "2 of 2 jobs of the sweep are refused, so none is started: job 0 (seed=1.5): seed=1.5 must be", {}),
     }
     procs = {}
     for name, (args, _, env) in cases.items():

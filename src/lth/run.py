@@ -48,9 +48,9 @@ def _fail(message: str) -> None:
     sys.exit(USAGE_ERROR)
 
 
-def check_command(overrides: list[str], multirun: bool) -> int:
+def check_command(overrides: list[str], multirun: bool) -> None:
     """Compose every job of the command as Hydra will (its compose API) and check it; nothing is written.
-    Raises ConfigError when every job is refused; returns how many are."""
+    Raises ConfigError naming every refused job."""
     import itertools
 
     from hydra import compose, initialize_config_dir
@@ -68,7 +68,7 @@ def check_command(overrides: list[str], multirun: bool) -> int:
     choices = [list(zip([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()], o.sweep_iterator()))
                if o.is_sweep_override() else [(o.input_line, o.value())] for o in parsed]
     refused, jobs = [], list(itertools.product(*choices))
-    for job in jobs:
+    for index, job in enumerate(jobs):
         line = [o for o, _ in job]
         try:
             for o, (_, value) in zip(parsed, job):
@@ -86,15 +86,13 @@ def check_command(overrides: list[str], multirun: bool) -> int:
             check_experiment(cfg, Path(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)) if multirun else
                              Path(str(cfg.hydra.run.dir)))
         except ConfigError as exc:
-            refused.append((" ".join(o for (o, _), opts in zip(job, choices) if len(opts) > 1), str(exc)))
-    if refused and len(refused) == len(jobs):
+            refused.append((f"job {index} ({' '.join(o for (o, _), opts in zip(job, choices) if len(opts) > 1)})", str(exc)))
+    if refused:  # Hydra cannot compose (or would coerce) a refused job: a sweep with one is not started
         messages = list(dict.fromkeys(m for _, m in refused))
-        if not multirun:
-            raise ConfigError(messages[0])
-        raise ConfigError("every job of the sweep is refused: " + ("; ".join(f"job {i} ({o}): {m}" for i, (o, m) in
-                                                                              enumerate(refused)) if len(messages) > 1
-                                                                   else messages[0]))
-    return len(refused)
+        if not multirun or (len(messages) == 1 and len(refused) == len(jobs)):
+            raise ConfigError(messages[0] if not multirun else f"every job of the sweep is refused: {messages[0]}")
+        raise ConfigError(f"{len(refused)} of {len(jobs)} jobs of the sweep are refused, so none is started: " +
+                          "; ".join(f"{job}: {m}" for job, m in refused))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
