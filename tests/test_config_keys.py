@@ -36,7 +36,8 @@ def fmt(value) -> str:
 
 def overrides(name: str, value) -> list[str]:
     if isinstance(value, dict):
-        return [f"{name}.{k}={fmt(v)}" for k, v in value.items()]
+        return [f"{name}.{k}={fmt(v)}" for k, v in value.items()] if name == "model.arch" else \
+            [f"{name}={{{','.join(f'{k}:{fmt(v)}' for k, v in value.items())}}}"]
     return [f"{name}={fmt(value)}"]
 
 

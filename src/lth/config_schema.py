@@ -133,9 +133,11 @@ class ModelConfig:
     name: str = key("lenet300_100", "the model's name (folder names, reports)", effect=OUTPUT, probe="x")
     dropout: Optional[float] = key(None, "dropout on hidden fc activations (model.arch.dropout)", when=DROPOUT, ge=0,
                                    lt=1, probe=0.5)
-    arch: Dict[str, Any] = key({"_target_": "lth.models.LeNet"}, "the network: _target_ class, constructor arguments")
+    arch: Dict[str, Any] = key({"_target_": "lth.models.LeNet"}, "the network: _target_ class, constructor arguments",
+                               probe={"hidden": [50, 20]})
     rates: Dict[str, float] = key({}, "per kind (conv, fc, output): share of remaining weights pruned per round",
-                                  when=LAYERWISE, choices=("conv", "fc", "output"), ge=0, lt=1, probe={"fc": 0.5})
+                                  when=LAYERWISE, choices=("conv", "fc", "output"), ge=0, lt=1,
+                                  probe={"conv": 0.0, "fc": 0.5, "output": 0.1})
     global_rate: float = key(0.2, "share of remaining weights pruned per round", when=GLOBAL, **RATE, probe=0.5)
     exempt: List[str] = key([], "kinds (conv|fc|output) or globs over tensor names never pruned", probe=["output"])
 
@@ -148,10 +150,11 @@ class PruneConfig:
                       effect=PLAN, ge=0, probe=2)
     schedule: str = key("iterative", "oneshot: each level pruned in one step from the dense weights",
                         choices=("iterative", "oneshot"), probe="oneshot")
-    rates: Any = key(None, "layer-wise rates (default: model.rates)", when=LAYERWISE,
-                                            choices=("conv", "fc", "output"), ge=0, lt=1, probe={"fc": 0.5})
-    rate: Optional[float] = key(None, "the global rate (default: model.global_rate)", when=GLOBAL, **RATE, probe=0.5)
-    exempt: Any = key([], "tensors never pruned (default: model.exempt)", probe=["output"])
+    rates: Any = key("${model.rates}", "layer-wise rates (default: model.rates)", when=LAYERWISE,
+                     choices=("conv", "fc", "output"), ge=0, lt=1, probe={"conv": 0.0, "fc": 0.5, "output": 0.1})
+    rate: Optional[float] = key("${model.global_rate}", "the global rate (default: model.global_rate)", when=GLOBAL,
+                                **RATE, probe=0.5)
+    exempt: Any = key("${model.exempt}", "tensors never pruned (default: model.exempt)", probe=["output"])
 
 
 @dataclass
@@ -216,7 +219,7 @@ class LthConfig:
 
 
 # (prune.rates and prune.exempt are typed Any: OmegaConf cannot merge an interpolation of another group,
-# ${model.rates}, into a typed node; their entries are checked like model.rates.)
+# ${model.rates}, into a typed node; their entries are checked like model.rates'.)
 
 # Rules between keys: (the key named, its problem or None). Checked after every key's own constraints.
 RULES: list[tuple[str, Callable[[dict], str | None]]] = [
