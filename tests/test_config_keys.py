@@ -6,6 +6,7 @@ covered by its declaration, without a new test."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -53,7 +54,9 @@ def trained(tmp_path, extra: list[str]) -> list:
         rows = [{k: v for k, v in r.items() if k not in TIMING} for r in lot.run()]
         weights = {p.relative_to(folder).as_posix(): {k: v.tolist() for k, v in load_tensors(p).items()}
                    for p in sorted(folder.rglob("final.pt"))}
-        curves = {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("curve.csv"))}
+        curves = {p.relative_to(folder).as_posix(): [{k: v for k, v in r.items() if k not in TIMING}
+                                                     for r in csv.DictReader(p.read_text().splitlines())]
+                  for p in sorted(folder.rglob("curve.csv"))}
         _results[key] = [rows, weights, curves]
     return _results[key]
 

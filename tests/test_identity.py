@@ -158,3 +158,36 @@ def test_a_folder_of_the_previous_format_is_named_not_silently_left_behind(tmp_p
     code, out, err = run_in_process([*TINY, "prune.rounds=1"], capsys, monkeypatch, tmp_path)
     assert code == 2 and err.strip().startswith(f"error: {old.relative_to(tmp_path)} holds this experiment as written by an older lth")
     assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
+
+
+def test_an_analysis_setting_retrains_only_the_branches_that_read_it(tmp_path):
+    """analysis.score_batches keys the SNIP networks: changing it trains SNIP anew in its own folder (never
+    reusing the networks scored on another number of batches) and nothing else; going back reuses the first."""
+    import pytorch_lightning as pl
+
+    from lth.lottery import Lottery
+
+    class Trainings(pl.Callback):
+        def __init__(self):
+            self.folders = []
+
+        def on_train_start(self, trainer, pl_module):
+            self.folders.append(Path(trainer.default_root_dir).relative_to(tmp_path).as_posix().removeprefix("exp/"))
+
+    folder = tmp_path / "exp"
+    small = [*TINY, "prune.rounds=1", "controls=[snip,reinit]"]
+
+    def run(*extra):
+        lot, rec = Lottery(compose_config([*small, *extra]), folder), Trainings()
+        lot.extra_callbacks.append(rec)
+        return lot, lot.run(), rec.folders
+
+    first, rows1, _ = run()
+    snip1 = next(b.key for b in first.branches if b.name == "snip")
+    second, rows2, trained = run("analysis.score_batches=3")
+    snip2 = next(b.key for b in second.branches if b.name == "snip")
+    assert snip1 != snip2 and trained == [f"round_01/{snip2}"]
+    assert (folder / "round_01" / snip1 / "row.json").exists()  # the first SNIP networks are kept, not reused
+    assert [r for r in rows1 if r["branch"] != "snip"] == [r for r in rows2 if r["branch"] != "snip"]
+    _, rows3, trained = run()
+    assert trained == [] and rows3 == rows1
