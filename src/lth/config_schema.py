@@ -172,7 +172,7 @@ class TrainerConfig:
                            choices=ACCELERATORS, probe="gpu")
     devices: Any = key(1, "devices for one experiment (>1: DDP)", probe=2)
     strategy: str = key("auto", "Lightning strategy (trainer=ddp sets ddp)", probe="ddp")
-    precision: Any = key("32-true", "Lightning precision", probe="64-true")
+    precision: Any = key("32-true", "Lightning precision", probe="bf16-mixed")
     deterministic: Any = key(False, "Lightning's deterministic algorithms (true | false | warn): reproducible GPU runs; "
                              "CPU runs are reproducible either way", effect=SPEED, probe=True)
     enable_progress_bar: bool = key(True, "the progress line", effect=OUTPUT, probe=False)
