@@ -67,7 +67,6 @@ CASES = [
     ("model-data", ["model=vgg11"], "model=vgg11 does not fit data=digits"),
     ("unknown-key", ["+optimizer.weight_decy=0.1"], "optimizer.weight_decy is not a setting of optimizer; did you mean optimizer.weight_decay?"),
     ("unknown-key-no-plus", ["model.rates.fcc=0.2"], "model.rates.fcc is not a setting of model.rates; did you mean model.rates.fc?"),
-    ("already-a-key", ["+seed=3"], "seed is already a setting"),
     ("group-option", ["model=nope"], "model=nope is not an option of model; choose model=conv2"),
     ("override-syntax", ["seed=["], "cannot read the override 'seed=['"),
     ("sweep-without-m", ["seed=0,1"], "seed=0,1 is a sweep: add -m"),

@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lth.config_schema import describe, register
+from lth.config_schema import describe, fields, register
 from lth.identity import register_resolvers
 from lth.signals import Interrupted, install_process_handlers
 
@@ -185,7 +185,9 @@ def main() -> None:
 
 
 def _main() -> None:
-    args = sys.argv[1:]
+    # Every key is in the schema, so +KEY=VALUE (which Hydra refuses for an existing key) means KEY=VALUE.
+    args = [a[1:] if a.startswith("+") and not a.startswith("++") and a[1:].partition("=")[0] in fields() else a
+            for a in sys.argv[1:]]
     flags = [a for a in args if a in ("-m", "--multirun")]
     sys.argv[1:] = flags + [a for a in args if a not in flags]  # Hydra wants flags first; accept -m anywhere
     if "--help" in args or "-h" in args:
