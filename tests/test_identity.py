@@ -53,3 +53,141 @@ def test_dense_round_identity_ignores_pruning_and_rewinding_only():
         assert _hash([pruning], dense_hash) == base, pruning
     for training in ("seed=1", "optimizer.lr=0.01", "train.iterations=500", "lr_warmup=true", "eval_every=50"):
         assert _hash([training], dense_hash) != base, training
+
+
+# ---------------------------------------------------------------------- the plan's length; one writer
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+TINY = ["experiment=quickstart", "logger=none", "trainer=cpu", "trainer.enable_progress_bar=false", "controls=[]",
+        "train.iterations=20", "eval_every=10"]
+
+
+def lth_run(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lth.run", *TINY, *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"})
+
+
+def finished(proc: subprocess.Popen, code: int = 0) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err[-3000:]
+    return err
+
+
+def experiments(cwd: Path) -> list[Path]:
+    return [p for p in (cwd / "outputs" / "runs").iterdir() if not p.name.startswith(".")]  # .dense: shared
+
+
+def weight_files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*.pt")}
+
+
+@pytest.mark.slow
+def test_rounds_zero_then_more_then_fewer_continue_one_experiment(tmp_path):
+    """prune.rounds=0 trains the dense round and writes results.csv; raising the rounds trains only the new
+    levels in the same folder; lowering them reports the levels there without training."""
+    finished(lth_run(tmp_path, "prune.rounds=0"))
+    (folder,) = experiments(tmp_path)
+    assert [r.split(",")[:2] for r in (folder / "results.csv").read_text().splitlines()[1:]] == [["0", "ticket"]]
+    dense = weight_files(folder)
+    finished(lth_run(tmp_path, "prune.rounds=2"))
+    assert experiments(tmp_path) == [folder]  # the same experiment
+    after = weight_files(folder)
+    assert {k: after[k] for k in dense} == dense  # level 0 not retrained
+    assert {"round_01/ticket/final.pt", "round_02/ticket/final.pt"} <= after.keys()
+    finished(lth_run(tmp_path, "prune.rounds=1"))
+    assert weight_files(folder) == after  # nothing trained
+    rows = (folder / "results.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_a_second_process_of_a_running_experiment_is_refused(tmp_path):
+    run_dir = tmp_path / "exp"
+    long = ["train.iterations=100000", "eval_every=1000", "prune.rounds=1", f"hydra.run.dir={run_dir}"]
+    first = lth_run(tmp_path, *long)
+    lock = run_dir / ".lock"
+    try:
+        deadline = time.time() + 120
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
+            time.sleep(0.2)
+        err = finished(lth_run(tmp_path, *long), 2)
+        assert first.poll() is None, "the first process must still be running for this test to mean anything"
+        errors = [line for line in err.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error:") and f"pid {first.pid}" in errors[0], err[-2000:]
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_the_lock_of_a_killed_process_does_not_block_a_resume(tmp_path):
+    run_dir = tmp_path / "exp"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lth.lottery.layout import experiment_lock\n"
+                               f"with experiment_lock(__import__('pathlib').Path({str(run_dir)!r})):\n"
+                               "    print('locked', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (run_dir / ".lock").read_text().strip() == str(holder.pid)  # left behind
+    finished(lth_run(tmp_path, "prune.rounds=0", f"hydra.run.dir={run_dir}"))
+    assert (run_dir / "results.csv").exists()
+
+
+def test_a_folder_of_the_previous_format_is_named_not_silently_left_behind(tmp_path, capsys, monkeypatch):
+    """A format-2 folder (prune.rounds in its hash) of this experiment beside the new one: refused with one line."""
+    import json as _json
+
+    from omegaconf import OmegaConf
+
+    from tests.test_bad_input import run_in_process
+
+    cfg = compose_config(TINY)
+    old = tmp_path / "outputs" / "runs" / "prune.rounds=1-0123abcd"
+    old.mkdir(parents=True)
+    (old / "experiment.json").write_text(_json.dumps({"config_hash": "0123abcd", "name": old.name, "format": 2}))
+    (old / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    code, out, err = run_in_process([*TINY, "prune.rounds=1"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and err.strip().startswith(f"error: {old.relative_to(tmp_path)} holds this experiment as written by an older lth")
+    assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
+
+
+def test_an_analysis_setting_retrains_only_the_branches_that_read_it(tmp_path):
+    """analysis.score_examples_per_class keys the SNIP networks: changing it trains SNIP anew in its own folder (never
+    reusing the networks scored on another number of batches) and nothing else; going back reuses the first."""
+    import pytorch_lightning as pl
+
+    from lth.lottery import Lottery
+
+    class Trainings(pl.Callback):
+        def __init__(self):
+            self.folders = []
+
+        def on_train_start(self, trainer, pl_module):
+            self.folders.append(Path(trainer.default_root_dir).relative_to(tmp_path).as_posix().removeprefix("exp/"))
+
+    folder = tmp_path / "exp"
+    small = [*TINY, "prune.rounds=1", "controls=[snip,reinit]"]
+
+    def run(*extra):
+        lot, rec = Lottery(compose_config([*small, *extra]), folder), Trainings()
+        lot.extra_callbacks.append(rec)
+        return lot, lot.run(), rec.folders
+
+    first, rows1, _ = run()
+    snip1 = next(b.key for b in first.branches if b.name == "snip")
+    second, rows2, trained = run("analysis.score_examples_per_class=3")
+    snip2 = next(b.key for b in second.branches if b.name == "snip")
+    assert snip1 != snip2 and trained == [f"round_01/{snip2}"]
+    assert (folder / "round_01" / snip1 / "row.json").exists()  # the first SNIP networks are kept, not reused
+    assert [r for r in rows1 if r["branch"] != "snip"] == [r for r in rows2 if r["branch"] != "snip"]
+    _, rows3, trained = run()
+    assert trained == [] and rows3 == rows1

@@ -156,7 +156,7 @@ def test_a_folder_of_the_previous_format_is_refused_with_what_to_do(tmp_path):
     folder.mkdir()
     lot = Lottery(compose_config([*SMALL, "prune.rounds=1"]), folder)
     (folder / "experiment.json").write_text(json.dumps({"config_hash": "0123abcd", "name": "exp"}))
-    with pytest.raises(ExperimentError, match="older lth.*new folder"):
+    with pytest.raises(ExperimentError, match="predates.*new folder"):
         lot.run()
 
 

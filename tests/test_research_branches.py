@@ -80,13 +80,15 @@ def test_pruning_at_init_masks_have_the_tickets_count_respect_exemptions_and_com
     lot, rows = run(tmp_path / "exp", ["prune=global", "prune.rate=0.3", "model.exempt=[output]", "prune.rounds=2",
                                        f"controls=[{','.join(methods)},snip_shuffle,snip_invert,snip_reinit]"])
     names = lot.rule.names
+    keys = {b.name: b.key for b in lot.branches}  # snip-<digest of analysis.score_examples_per_class>, ...
+    assert keys["snip"].startswith("snip-") and keys["magnitude_init"] == "magnitude_init"
     assert "output.weight" not in names
     theta0 = lot.model_at(lot.theta0)
     for level in (1, 2):
         ticket = Mask.load(lot.layout.ticket_mask(level))
         keep = sum(int(ticket[n].sum()) for n in names)
         for method in [*methods, "snip_shuffle", "snip_invert", "snip_reinit"]:
-            mask = Mask.load(lot.layout.branch_mask(level, method))
+            mask = Mask.load(lot.layout.branch_mask(level, keys[method]))
             assert sum(int(mask[n].sum()) for n in names) == keep, (level, method)
             assert mask["output.weight"].all(), (level, method)  # exempt: whole, as in the ticket
         # computed from θ0 (not from trained weights), on 10 examples of every class (the authors' selection)
@@ -94,12 +96,12 @@ def test_pruning_at_init_masks_have_the_tickets_count_respect_exemptions_and_com
         chosen = authors_selection(y, 10, branch_seed(lot.seed, 0, "pruning_at_init", "data"))
         expected = pruning_at_init_mask("snip", theta0, names, keep, Mask.load(lot.layout.ticket_mask(0)),
                                         [(x[chosen], y[chosen])])
-        snip = Mask.load(lot.layout.branch_mask(level, "snip"))
+        snip = Mask.load(lot.layout.branch_mask(level, keys["snip"]))
         assert all(torch.equal(snip[n], expected[n]) for n in snip), level
-        shuffled = Mask.load(lot.layout.branch_mask(level, "snip_shuffle"))
+        shuffled = Mask.load(lot.layout.branch_mask(level, keys["snip_shuffle"]))
         assert shuffled.remaining() == snip.remaining()  # per-layer counts kept
         assert any(not torch.equal(shuffled[n], snip[n]) for n in names)
-        inverted = Mask.load(lot.layout.branch_mask(level, "snip_invert"))
+        inverted = Mask.load(lot.layout.branch_mask(level, keys["snip_invert"]))
         assert any(not torch.equal(inverted[n], snip[n]) for n in names)
     reinit = next(b for b in lot.branches if b.name == "snip_reinit").start_state(1)
     assert not torch.equal(reinit["hidden.0.weight"], lot.theta0["hidden.0.weight"])
@@ -111,20 +113,21 @@ def test_pruning_at_init_masks_have_the_tickets_count_respect_exemptions_and_com
 def test_instability_barrier_path_and_ends_match_the_two_trained_networks(tmp_path):
     rec = Trainings()
     lot, rows = run(tmp_path / "exp", ["instability=true", "prune.rounds=1", "rewind_iteration=10"], rec)
+    copy = next(b for b in lot.branches if b.name == "instability")
     table = read_csv(lot.layout.results_csv)
     for level in (0, 1):
         row = next(r for r in table if r["round"] == str(level) and r["branch"] == "instability")
         ticket = next(r for r in table if r["round"] == str(level) and r["branch"] == "ticket")
-        path = read_csv(lot.layout.branch(level, "instability") / "path.csv")
+        path = read_csv(lot.layout.branch(level, copy.key) / "path.csv")
         assert len(path) == 30 and float(path[0]["alpha"]) == 0.0 and float(path[-1]["alpha"]) == 1.0
         errors = [float(p["error"]) for p in path]
         # α=0 is the ticket (at level 0 with K > 0 its restart from θK), α=1 the copy: their final test errors
-        first = ticket if level else json.loads((lot.layout.branch(0, "instability") / "reference" / "row.json").read_text())
+        first = ticket if level else json.loads((lot.layout.branch(0, copy.key) / "reference" / "row.json").read_text())
         assert errors[0] == pytest.approx(1 - float(first["final_test_acc"]), abs=1e-12)
         assert errors[-1] == pytest.approx(1 - float(row["final_test_acc"]), abs=1e-12)
         assert float(row["instability"]) == pytest.approx(max(errors) - (errors[0] + errors[-1]) / 2)
     # the copy starts where the ticket starts (θK, iteration K) but sees another data order
-    copies = [r for r in rec.runs if r["folder"].endswith("instability")]
+    copies = [r for r in rec.runs if r["folder"].endswith(copy.key)]
     tickets = [r for r in rec.runs if r["folder"].endswith("round_01/ticket")]
     assert [r["start"] for r in copies] == [10, 10] and tickets[0]["start"] == 10
     assert not torch.equal(copies[1]["first"], tickets[0]["first"])

@@ -1,338 +1,309 @@
-"""The schema of the composed configuration: every key, its type and its constraints, in one place.
+"""The configuration's schema: every key's name, type, default, doc, constraints, effect and when it is read.
 
-Each config group is a dataclass; each key is one field whose type annotation is its type and
-whose metadata (:class:`Rule`, declared with the helpers below) holds its constraints: a range,
-a set of choices, the example shown in messages. :func:`lth.validation.validate_config` checks a
-composed configuration against :class:`LthConfig` with one generic walker, so a new key is
-checked by adding one field here (an unknown key is refused, with the closest known key
-suggested). The classes are also valid OmegaConf structured configs
-(``OmegaConf.structured(LthConfig)``).
+Registered with Hydra's ConfigStore as ``lth_schema``, the first default of conf/config.yaml, so Hydra
+types every key while composing; conf/ holds only the groups (model protocols, data, trainer, logger,
+presets). ``--help``, the README's configuration table (:func:`markdown`), the checks
+(:mod:`lth.validation`) and the experiment's identity (:mod:`lth.identity`) all read this module.
 
-Checks that need several keys, the model or the machine (``rewind_iteration`` below
-``train.iterations``, a batch that fits the training set, exempt patterns that match a tensor, a
-pruning plan that keeps a weight, a GPU for ``trainer=gpu``) are in :mod:`lth.validation`.
+**Adding a setting is one field** in its group's dataclass::
+
+    name: int = key(5, "what it does", ge=1, when=SGD, effect=SPEED)
+
+- ``ge/gt/le/lt``, ``choices`` (a tuple; for a list, the choices of its items): its constraints;
+- ``when``: a :class:`When` saying under which choices it is read. Set on the command line where it is
+  not read, it is refused (one ``error:`` line saying what would make it take effect); outside its
+  condition it is not part of the identity either;
+- ``effect``: RESULT (default: part of the experiment's identity), SPEED or OUTPUT (changes nothing
+  computed: outside the identity), PLAN (which networks run: controls, rounds) or BRANCH (keys only
+  the branches that read it: ``Branch.settings`` in lth.lottery);
+- ``probe``: another value, which tests/test_config_keys.py trains with to check the declared effect.
+
+A rule between several keys is one entry of :data:`RULES`. This module must not import torch.
 """
 
 from __future__ import annotations
 
-import collections.abc
-import types
+import dataclasses
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-# Lightning's accepted values (lightning_fabric.connector._PRECISION_INPUT; tests/test_validation.py
-# checks that these lists match the installed Lightning).
-PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "transformer-engine", "transformer-engine-float16", "16-true",
-              "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true")
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_false",
-              "ddp_find_unused_parameters_true", "ddp_spawn_find_unused_parameters_false",
-              "ddp_spawn_find_unused_parameters_true", "ddp_fork_find_unused_parameters_false",
-              "ddp_fork_find_unused_parameters_true", "ddp_notebook_find_unused_parameters_false",
-              "ddp_notebook_find_unused_parameters_true", "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2",
-              "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload",
-              "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device", "single_xla",
-              "xla_debug", "xla", "single_tpu")
-PROFILERS = ("simple", "advanced", "pytorch", "xla")
+RESULT, SPEED, OUTPUT, PLAN, BRANCH = "result", "speed", "output", "plan", "branch"
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-PRUNABLE_KINDS = ("conv", "fc", "output")  # the kinds of lth.pruning.prunable_tensors
+PROFILERS = (None, "simple", "advanced", "pytorch", "xla")
+CHECKS = ("", "_shuffle", "_reinit", "_invert")
+CONTROLS = ("reinit", "random_prune", *(m + c for m in ("snip", "grasp", "synflow", "magnitude_init") for c in CHECKS))
 
 
-def control_names() -> tuple[str, ...]:
-    """The branches selectable with ``controls=[...]`` (the registry of ``lth.lottery.branches``)."""
-    from lth.lottery.branches import CONTROLS
-
-    return CONTROLS
+def get(tree: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 @dataclass(frozen=True)
-class Rule:
-    """The constraints of one setting. ``what`` is the rule in words, used in the message."""
+class When:
+    """A condition on the other settings: ``words`` and ``fix`` (what to set) for messages, ``test`` on the
+    resolved tree, ``enable``: overrides that make it true in tests/test_config_keys.py."""
 
-    what: str = ""
-    gt: float | None = None
-    ge: float | None = None
-    lt: float | None = None
-    le: float | None = None
-    choices: tuple | Callable[[], tuple] | None = None
-    example: Any = None
-    why: str = ""  # appended to the message, e.g. "(the share of remaining weights pruned per round)"
-    keys: tuple | None = None  # for a dict: the keys it may hold
-    items: Rule | None = None  # for a list or a dict: the rule of each entry
-    validate: Callable[[Any], str | None] | None = None  # a check of the whole value: None or the problem
-
-    def allowed(self) -> tuple | None:
-        return self.choices() if callable(self.choices) else self.choices
+    words: str
+    test: Callable[[dict], bool]
+    enable: tuple = ()
+    fix: str = ""
 
 
-def _setting(default: Any, rule: Rule | None = None, doc: str = "") -> Any:
-    meta = {"rule": rule or Rule(), "doc": doc}
+def equals(dotted: str, value: Any) -> When:
+    shown = str(value).lower() if isinstance(value, bool) else str(value)
+    return When(f"{dotted}={shown}", lambda t: get(t, dotted) == value, (f"{dotted}={shown}",), f"{dotted}={shown}")
+
+
+def uses(*branches: str) -> When:
+    """Read when one of ``branches`` (or a sanity check of it: ``snip_shuffle``) is among the controls."""
+    return When(f"controls has {' or '.join(branches)}", lambda t: any(
+        c.rpartition("_")[0] in branches or c in branches for c in get(t, "controls") or ()), (f"controls=[{branches[0]}]",),
+        f"controls=[{branches[0]}]" + "".join(f" (or {b})" for b in branches[1:]))
+
+
+SGD, WARMUP, WANDB = equals("optimizer.name", "sgd"), equals("lr_warmup", True), equals("logger.name", "wandb")
+LAYERWISE, GLOBAL, INSTABILITY = equals("prune.scheme", "layerwise"), equals("prune.scheme", "global"), equals("instability", True)
+MILESTONES = When("schedule.milestones is not empty", lambda t: bool(get(t, "schedule.milestones")),
+                  ("schedule.milestones=[5]",), "schedule.milestones=[ITERATION,...]")
+BN_INSTABILITY = When("instability=true and the model has BatchNorm (ResNet, VGG)", lambda t: bool(t["instability"]) and str(
+    get(t, "model.arch._target_")).rpartition(".")[2] in ("ResNet", "VGG"), (
+    "instability=true", "model=resnet20", "model.arch.width=2", "analysis.interpolation_points=3"),
+    "instability=true with a model that has BatchNorm")
+GPU = When("trainer.accelerator is gpu, cuda or auto", lambda t: get(t, "trainer.accelerator") in ("gpu", "cuda", "auto"),
+           ("trainer.accelerator=gpu",), "trainer=gpu")
+IMAGEFOLDER = When("data=imagefolder", lambda t: get(t, "data._target_") == "lth.data.ImageFolderDataModule",
+                   ("data=imagefolder",), "data=imagefolder data.path=PREPARED (python -m lth.data.prepare)")
+DROPOUT = When("model.arch takes dropout (LeNet, Conv-2/4/6)", lambda t: "dropout" in (get(t, "model.arch") or {}),
+               fix="a model whose model.arch takes dropout (model=lenet300_100, conv2, conv4, conv6)")
+
+
+def key(default: Any, doc: str = "", *, when: When | None = None, effect: str = RESULT, probe: Any = None,
+        **constraints: Any) -> Any:
+    meta = {"doc": doc, "when": when, "effect": effect, "probe": probe, **constraints}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def positive_int(default: Any, example: Any = None, doc: str = "") -> Any:
-    return _setting(default, Rule("a positive integer", ge=1, example=example or default or 1), doc)
+RATE = dict(gt=0, lt=1)  # the share of remaining weights pruned per round
 
 
-def non_negative_int(default: Any, example: Any = None, doc: str = "") -> Any:
-    return _setting(default, Rule("an integer >= 0", ge=0, example=example if example is not None else 0), doc)
-
-
-def positive_number(default: Any, example: Any = None, doc: str = "") -> Any:
-    return _setting(default, Rule("a positive number", gt=0, example=example or default), doc)
-
-
-def rate(default: Any, zero_ok: bool = False, doc: str = "") -> Any:
-    return _setting(default, Rule("strictly between 0 and 1", gt=None if zero_ok else 0, ge=0 if zero_ok else None,
-                                  lt=1, example=0.2, why=" (the share of remaining weights pruned per round)"), doc)
-
-
-def choice(default: Any, choices: tuple | Callable[[], tuple], doc: str = "") -> Any:
-    return _setting(default, Rule(choices=choices), doc)
-
-
-def flag(default: bool, doc: str = "") -> Any:
-    return _setting(default, None, doc)
-
-
-def text(default: Any, doc: str = "") -> Any:
-    return _setting(default, None, doc)
-
-
-# ------------------------------------------------------------------------ the groups
 @dataclass
 class TrainConfig:
-    iterations: int = positive_int(1000, 1000, "training iterations of every round")
-    batch_size: int = positive_int(60, 60)
-    augment: bool = flag(False, "random crop (4-pixel padding) + horizontal flip")
+    iterations: int = key(1000, "training iterations of every network", ge=1, probe=24)
+    batch_size: int = key(60, "examples per optimizer step", ge=1, probe=30)
+    augment: bool = key(False, "random crop (4-pixel padding) + horizontal flip", probe=True)
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = choice("adam", ("adam", "adamw", "sgd"))
-    lr: float = positive_number(1.0e-3, 1e-3)
-    momentum: float = _setting(0.0, Rule("at least 0 and below 1", ge=0, lt=1, example=0.9, why=" (SGD only)"))
-    weight_decay: float = _setting(0.0, Rule("a number >= 0", ge=0, example=1e-4))
-    nesterov: bool = flag(False, "SGD only, needs momentum > 0")
-    compile: bool = flag(False, "update + mask in one torch.compile'd function")
+    name: str = key("adam", "the optimizer", choices=("adam", "adamw", "sgd"), probe="sgd")
+    lr: float = key(1e-3, "learning rate (after the warm-up)", gt=0, probe=0.05)
+    momentum: float = key(0.0, "SGD momentum", when=SGD, ge=0, lt=1, probe=0.9)
+    weight_decay: float = key(0.0, "L2 penalty (decoupled for adamw)", ge=0, probe=0.1)
+    nesterov: bool = key(False, "Nesterov momentum (needs momentum > 0)", when=SGD, probe=True)
+    compile: bool = key(False, "update + mask in one torch.compile'd function (a C++ compiler on the CPU)", probe=True)
 
 
 @dataclass
 class ScheduleConfig:
-    milestones: List[int] = _setting([], Rule(items=Rule("a positive integer (an iteration)", ge=1),
-                                              example="[20000,25000]"))
-    gamma: float = _setting(0.1, Rule("a positive number", gt=0, example=0.1, why=" (the LR factor at each milestone)"))
+    milestones: List[int] = key([], "iterations where the learning rate is multiplied by gamma", ge=1, probe=[5])
+    gamma: float = key(0.1, "the learning rate's factor at each milestone", when=MILESTONES, gt=0, probe=0.5)
 
 
 @dataclass
 class WarmupConfig:
-    iterations: int = non_negative_int(1000, 1000, "lr_warmup=true: linear from 0 to optimizer.lr over these")
+    iterations: int = key(1000, "linear warm-up from 0 to optimizer.lr over this many iterations", when=WARMUP, ge=1,
+                          probe=7)
 
 
 @dataclass
 class AnalysisConfig:
-    interpolation_points: int = _setting(30, Rule("an integer >= 2", ge=2, example=30,
-                                                  why=" (α values on the instability path, ends included)"))
-    batchnorm: str = choice("interpolate", ("interpolate", "recompute"), "BN statistics of interpolated networks")
-    score_examples_per_class: int = positive_int(10, 10, "examples of every class SNIP and GraSP score on")
-    synflow_iterations: int = positive_int(100, 100, "SynFlow's pruning iterations")
-
-
-def _check_arch(arch: dict) -> str | None:
-    """``model.arch``: an importable ``_target_`` whose constructor takes the other keys."""
-    import difflib
-    import inspect
-
-    import hydra.utils
-
-    target = arch.get("_target_")
-    if not isinstance(target, str) or not target:
-        return "model.arch._target_ is missing: it names the network class, e.g. lth.models.LeNet"
-    try:
-        cls = hydra.utils.get_class(target)
-    except Exception as exc:  # noqa: BLE001 - any import problem is the user's setting
-        return f"model.arch._target_={target!r} cannot be imported ({exc.__class__.__name__}); e.g. lth.models.LeNet"
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return None
-    own = [n for n in params if n not in ("self", "input_shape", "num_classes")]
-    for key in arch:
-        if key.startswith("_") or key in own:
-            continue
-        close = difflib.get_close_matches(key, own, n=1)
-        hint = f"; did you mean model.arch.{close[0]}?" if close else ""
-        return f"model.arch.{key} is not a setting of {target}{hint} (its settings: {', '.join(own) or 'none'})"
-    missing = [n for n in own if params[n].default is inspect.Parameter.empty and n not in arch]
-    if missing:
-        return f"model.arch.{missing[0]} is missing: {target} needs it; set +model.arch.{missing[0]}=..."
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # noqa: BLE001 - unresolvable annotations are not checked
-        hints = {}
-    for key, value in arch.items():
-        if key in hints and not _matches(value, hints[key]):
-            return (f"model.arch.{key}={value!r} does not fit {target}'s {key} "
-                    f"({_type_name(hints[key])}); e.g. model.arch.{key}={_yaml(params[key].default)}"
-                    if params[key].default is not inspect.Parameter.empty else
-                    f"model.arch.{key}={value!r} does not fit {target}'s {key} ({_type_name(hints[key])})")
-    return None
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    """``value`` (from YAML: bool, int, float, str, list, dict, None) fits the annotation ``tp``."""
-    origin = typing.get_origin(tp)
-    if tp is Any or tp is object:
-        return True
-    if tp is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(tp))
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, collections.abc.Sequence, typing.Sequence) or tp in (list, tuple):
-        if not isinstance(value, list):
-            return False
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return len(args) != 1 or all(_matches(v, args[0]) for v in value)
-    return True
-
-
-def _type_name(tp: Any) -> str:
-    if not typing.get_args(tp):
-        return getattr(tp, "__name__", str(tp))
-    return (str(tp).replace("typing.", "").replace("collections.abc.Sequence", "list")
-            .replace("NoneType", "null").replace(" | None", " or null"))
-
-
-def _yaml(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_yaml(v) for v in value) + "]"
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    interpolation_points: int = key(30, "α values on the instability path, ends included", when=INSTABILITY,
+                                    effect=BRANCH, ge=2, probe=3)
+    batchnorm: str = key("interpolate", "BN statistics of interpolated networks", when=BN_INSTABILITY, effect=BRANCH,
+                         choices=("interpolate", "recompute"), probe="recompute")
+    score_examples_per_class: int = key(10, "SNIP and GraSP score this many examples of every class, drawn "
+                                        "class-balanced from the training split (the 2021 paper's code, GraSP's)",
+                                        when=uses("snip", "grasp"), effect=BRANCH, ge=1, probe=3)
+    synflow_iterations: int = key(100, "SynFlow's pruning iterations", when=uses("synflow"), effect=BRANCH, ge=1,
+                                  probe=2)
 
 
 @dataclass
 class ModelConfig:
-    name: str = text("lenet300_100", "the model's name (folder names, reports)")
-    dropout: Optional[float] = _setting(None, Rule("at least 0 and below 1", ge=0, lt=1, example=0.5),
-                                        "dropout on hidden fc activations (passed on as model.arch.dropout)")
-    arch: Dict[str, Any] = _setting({"_target_": "lth.models.LeNet"}, Rule(validate=_check_arch),
-                                    "the network: _target_ class and its constructor arguments")
-    rates: Dict[str, float] = _setting({}, Rule(keys=PRUNABLE_KINDS, items=Rule(
-        "strictly between 0 and 1", ge=0, lt=1, example=0.2, why=" (the share of remaining weights pruned per round)")),
-        "layer-wise: per-kind rate per round")
-    global_rate: float = rate(0.2, doc="prune=global: the rate per round")
-    exempt: List[str] = _setting([], None, "kinds (conv|fc|output) or globs over tensor names")
+    name: str = key("lenet300_100", "the model's name (folder names, reports)", effect=OUTPUT, probe="x")
+    dropout: Optional[float] = key(None, "dropout on hidden fc activations (model.arch.dropout)", when=DROPOUT, ge=0,
+                                   lt=1, probe=0.5)
+    arch: Dict[str, Any] = key({"_target_": "lth.models.LeNet"}, "the network: _target_ class, constructor arguments",
+                               probe={"hidden": [50, 20]})
+    rates: Dict[str, float] = key({}, "per kind (conv, fc, output): share of remaining weights pruned per round",
+                                  when=LAYERWISE, choices=("conv", "fc", "output"), ge=0, lt=1,
+                                  probe={"conv": 0.0, "fc": 0.5, "output": 0.1})
+    global_rate: float = key(0.2, "share of remaining weights pruned per round", when=GLOBAL, **RATE, probe=0.5)
+    exempt: List[str] = key([], "kinds (conv|fc|output) or globs over tensor names never pruned", probe=["output"])
 
 
 @dataclass
 class PruneConfig:
-    scheme: str = choice("layerwise", ("layerwise", "global"))
-    rounds: int = positive_int(20, 20, "pruning rounds after the dense round 0")
-    schedule: str = choice("iterative", ("iterative", "oneshot"))
-    rates: Optional[Dict[str, float]] = _setting(None, Rule(keys=PRUNABLE_KINDS, items=Rule(
-        "strictly between 0 and 1", ge=0, lt=1, example=0.2, why=" (the share of remaining weights pruned per round)")))
-    rate: Optional[float] = rate(None)
-    exempt: List[str] = _setting([], None)
+    scheme: str = key("layerwise", "layerwise: a rate per kind; global: one threshold over all tensors",
+                      choices=("layerwise", "global"), probe="global")
+    rounds: int = key(20, "pruning rounds after the dense round 0 (raising it continues the experiment)",
+                      effect=PLAN, ge=0, probe=2)
+    schedule: str = key("iterative", "oneshot: each level pruned in one step from the dense weights",
+                        choices=("iterative", "oneshot"), probe="oneshot")
+    rates: Any = key("${model.rates}", "layer-wise rates (default: model.rates)", when=LAYERWISE,
+                     choices=("conv", "fc", "output"), ge=0, lt=1, probe={"conv": 0.0, "fc": 0.5, "output": 0.1})
+    rate: Optional[float] = key("${model.global_rate}", "the global rate (default: model.global_rate)", when=GLOBAL,
+                                **RATE, probe=0.5)
+    exempt: Any = key("${model.exempt}", "tensors never pruned (default: model.exempt)", probe=["output"])
 
 
 @dataclass
 class DataConfig:
-    _target_: str = text("lth.data.MNISTDataModule", "the LightningDataModule class")
-    root: Optional[str] = text("./data", "where the files are (data=imagefolder: data.path)")
-    val_size: int = positive_int(5000, 5000, "examples held out of the training file")
-    split_seed: int = non_negative_int(0)
-    download: bool = flag(True)
-    path: Optional[str] = text(None, "data=imagefolder: the dataset written by python -m lth.data.prepare")
-    image_size: int = positive_int(224, 224, "data=imagefolder: crop size in pixels")
-    num_workers: int = non_negative_int(4, 4, "data=imagefolder: streaming processes and decoding threads")
+    _target_: str = key("lth.data.MNISTDataModule", "the LightningDataModule class", probe="lth.data.MNISTDataModule")
+    root: Optional[str] = key("./data", "where the dataset files are", effect=OUTPUT, probe="/nonexistent")
+    val_size: int = key(5000, "examples held out of the training file", ge=1, probe=200)
+    split_seed: int = key(0, "the validation split's seed", ge=0, probe=1)
+    download: bool = key(True, "fetch missing files (needs network)", effect=OUTPUT, probe=True)
+    # data=imagefolder (a litdata dataset prepared by python -m lth.data.prepare); None elsewhere, not passed on
+    path: Optional[str] = key(None, "the prepared dataset (local folder or object-store URL)", when=IMAGEFOLDER,
+                              probe="/nonexistent")
+    image_size: Optional[int] = key(None, "crop size (imagefolder.yaml: 224)", when=IMAGEFOLDER, ge=1, probe=64)
+    num_workers: Optional[int] = key(None, "streaming loader workers; the data order depends on it (imagefolder.yaml: 4)",
+                                     when=IMAGEFOLDER, ge=0, probe=0)
 
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = choice("auto", ACCELERATORS)
-    devices: Any = _setting(1, Rule(validate=lambda v: None if (
-        v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and (v >= 1 or v == -1))
-        or (isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)))
-        else f"trainer.devices={v!r} must be a positive integer, -1 (all), auto, or a list of device indices"))
-    strategy: str = choice("auto", STRATEGIES)
-    precision: Any = choice("32-true", PRECISIONS)
-    deterministic: Any = _setting(False, Rule(validate=lambda v: None if isinstance(v, bool) or v == "warn" else
-                                              f"trainer.deterministic={v!r} must be true, false or warn"))
-    matmul_precision: str = choice("highest", ("highest", "high", "medium"),
-                                   "float32 matmuls: exact, or TF32/bf16 Tensor Cores on GPUs")
-    enable_progress_bar: bool = flag(True, "drawn when stdout is a terminal; piped: one line per training")
-    steps_per_call: int = positive_int(20, 20)
-    profiler: Optional[str] = choice(None, PROFILERS)
-    torch_threads: int = positive_int(1, 1, "torch threads per network (the same bits in any parallel_branches)")
+    accelerator: str = key("auto", "cpu | gpu | auto (CPU and GPU results differ in their last bits)",
+                           choices=ACCELERATORS, probe="gpu")
+    devices: Any = key(1, "devices for one experiment (>1: DDP)", probe=2)
+    strategy: str = key("auto", "Lightning strategy (trainer=ddp sets ddp)", probe="ddp")
+    precision: Any = key("32-true", "Lightning precision", probe="bf16-mixed")
+    matmul_precision: str = key("highest", "float32 matmuls: highest (exact) | high | medium (TF32/bf16 Tensor Cores)",
+                                when=GPU, choices=("highest", "high", "medium"), probe="high")
+    torch_threads: int = key(1, "torch threads per network (the same in any parallel_branches)", effect=SPEED, ge=1,
+                             probe=2)
+    deterministic: Any = key(False, "Lightning's deterministic algorithms (true | false | warn): reproducible GPU runs; "
+                             "CPU runs are reproducible either way", effect=SPEED, probe=True)
+    enable_progress_bar: bool = key(True, "the progress bar on a terminal (piped: one line per training)",
+                                    effect=OUTPUT, probe=False)
+    steps_per_call: int = key(20, "optimizer steps per Lightning training_step call", effect=SPEED, ge=1, probe=1)
+    profiler: Optional[str] = key(None, "a Lightning profiler", effect=OUTPUT, choices=PROFILERS, probe="simple")
 
 
 @dataclass
 class LoggerConfig:
-    name: str = choice("none", ("wandb", "none"))
-    project: str = text("lth")
-    entity: Optional[str] = text(None)
-    mode: str = choice("auto", ("auto", "online", "offline", "disabled"))
-    tags: List[str] = _setting([], None)
-    group: Optional[str] = text(None, "W&B group (default: the setting's name)")
-    log_artifacts: bool = flag(False, "results.csv/json, figures and masks as a W&B artifact")
-
-
-@dataclass
-class AnalysisConfig:
-    interpolation_points: int = _setting(30, Rule("an integer >= 2 (the path's ends included)", ge=2, example=30),
-                                         "instability: α values on the linear path")
-    batchnorm: str = choice("interpolate", ("interpolate", "recompute"), "BN statistics of interpolated networks")
-    score_examples_per_class: int = positive_int(10, 10, "examples of every class SNIP and GraSP score on")
-    synflow_iterations: int = positive_int(100, 100, "SynFlow's pruning iterations")
+    name: str = key("none", "wandb | none", effect=OUTPUT, choices=("wandb", "none"), probe="wandb")
+    project: str = key("lth", "W&B project", when=WANDB, effect=OUTPUT, probe="x")
+    entity: Optional[str] = key(None, "W&B entity", when=WANDB, effect=OUTPUT, probe="x")
+    mode: str = key("auto", "online when logged in, else offline", when=WANDB, effect=OUTPUT,
+                    choices=("auto", "online", "offline", "disabled"), probe="offline")
+    tags: List[str] = key([], "W&B tags", when=WANDB, effect=OUTPUT, probe=["x"])
+    group: Optional[str] = key(None, "W&B group (default: the setting's name)", when=WANDB, effect=OUTPUT, probe="x")
+    log_artifacts: bool = key(False, "results, figures and masks as a W&B artifact at the end", when=WANDB,
+                              effect=OUTPUT, probe=True)
 
 
 @dataclass
 class LthConfig:
-    seed: int = _setting(0, Rule("an integer >= 0 and below 2^32", ge=0, lt=2**32, example=1),
-                         "model initialisation and data order")
-    strategy: str = choice("reset", ("reset", "continue"))
-    rewind_iteration: int = non_negative_int(0)
-    lr_warmup: bool = flag(False)
-    controls: List[str] = _setting([], Rule(items=Rule(choices=control_names), example="[reinit,random_prune]"))
-    instability: bool = flag(False, "a second copy of each level's ticket; the error barrier between the two")
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    eval_every: int = positive_int(100, 100)
-    eval_batch_size: int = positive_int(1000, 1000)
-    parallel_branches: Any = _setting("auto", Rule(validate=lambda v: None if v == "auto" or (
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1) else
-        f"parallel_branches={v!r} must be auto or a positive integer (trainings of a level run at once)"))
-    eval_beside_training: Any = _setting("auto", Rule(validate=lambda v: None if v == "auto" or isinstance(v, bool) else
-        f"eval_beside_training={v!r} must be auto, true or false"))
-    test_curve: bool = flag(False, "evaluate the test split at every evaluation (default: only where results read it)")
-    divergence_factor: float = _setting(1000.0, Rule("a number >= 0 (0: off)", ge=0, example=1000),
-                                        "validation loss above this x its start: diverged, stopped")
-    checkpoint_every: int = positive_int(1000, 1000)
-    mask_gradients: bool = flag(False)
-    stack_networks: Any = _setting("auto", Rule(validate=lambda v: None if v is True or v is False or v == "auto" else
-                                                f"stack_networks={v!r} must be auto, true or false"),
-                                   "a level's networks trained as one stacked model (lth.lottery.stacking)")
-    instability: bool = flag(False, "a second copy of each ticket with other SGD noise; the error barrier")
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    seed: int = key(0, "model initialisation and data order", ge=0, lt=2**32, probe=1)
+    strategy: str = key("reset", "reset: survivors back to θ0 (θK) each round; continue: keep training",
+                        choices=("reset", "continue"), probe="continue")
+    rewind_iteration: int = key(0, "K: survivors reset to θK; schedule and data order resume at K", ge=0, probe=5)
+    lr_warmup: bool = key(False, "linear warm-up over warmup.iterations", probe=True)
+    controls: List[str] = key([], "branches beside the ticket at every level", effect=PLAN, choices=CONTROLS,
+                              probe=["reinit"])
+    instability: bool = key(False, "a second copy of each ticket with other SGD noise; the error barrier", effect=PLAN,
+                            probe=True)
+    eval_every: int = key(100, "evaluate validation (and test, see test_curve) every N iterations", ge=1, probe=5)
+    test_curve: bool = key(False, "the test split at every evaluation (default: only at new validation minima and "
+                           "at the end; the same results)", effect=OUTPUT, probe=True)
+    eval_beside_training: Any = key("auto", "evaluate a copy of the weights in a thread beside training: auto (on "
+                                    "the CPU where a core is free) | true | false; the same results",
+                                    effect=SPEED, choices=("auto", True, False), probe=True)
+    parallel_branches: Any = key("auto", "a level's trainings at once in worker processes: auto (usable cores / "
+                                 "trainer.torch_threads) or N; 1: one after another; the same results",
+                                 effect=SPEED, probe=2)
+    stack_networks: Any = key("auto", "a level's networks as one stacked model: auto (on a GPU) | true | false; "
+                              "float32 results agree within rounding", effect=SPEED, choices=("auto", True, False),
+                              probe=True)
+    divergence_factor: float = key(1000.0, "a validation loss above this x its start: diverged, stopped (0: off)",
+                                   ge=0, probe=0.01)
+    eval_batch_size: int = key(1000, "evaluation batch size", effect=SPEED, ge=1, probe=7)
+    checkpoint_every: int = key(1000, "resumable checkpoint every N iterations", effect=SPEED, ge=1, probe=5)
+    mask_gradients: bool = key(False, "also zero pruned weights' gradients (same results)", effect=SPEED, probe=True)
     train: TrainConfig = field(default_factory=TrainConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+# (prune.rates and prune.exempt are typed Any: OmegaConf cannot merge an interpolation of another group,
+# ${model.rates}, into a typed node; their entries are checked like model.rates'.)
+
+# Rules between keys: (the key named, its problem or None). Checked after every key's own constraints.
+RULES: list[tuple[str, Callable[[dict], str | None]]] = [
+    ("rewind_iteration", lambda t: None if t["rewind_iteration"] < t["train"]["iterations"] else
+     f"must be below train.iterations={t['train']['iterations']} (the iteration survivors are reset to); lower it "
+     f"or raise train.iterations"),
+    ("trainer.devices", lambda t: None if (lambda v: v == "auto" or (type(v) is int and (v >= 1 or v == -1)) or (
+        isinstance(v, list) and v and all(type(i) is int and i >= 0 for i in v)))(t["trainer"]["devices"]) else
+     "must be a positive integer, -1 (all), auto, or a list of device indices"),
+    ("parallel_branches", lambda t: None if t["parallel_branches"] == "auto" or (
+        type(t["parallel_branches"]) is int and t["parallel_branches"] >= 1) else "must be auto or a positive integer"),
+    ("optimizer.nesterov", lambda t: None if not t["optimizer"]["nesterov"] or t["optimizer"]["momentum"] else
+     "needs momentum: set e.g. optimizer.momentum=0.9 (or optimizer.nesterov=false)"),
+]
+
+
+def fields() -> dict[str, dataclasses.Field]:
+    """Every key, dotted, in schema order (the groups' keys under their group)."""
+    out: dict[str, dataclasses.Field] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
+            else:
+                out[prefix + f.name] = f
+    walk(LthConfig, "")
+    return out
+
+
+def field_of(dotted: str) -> tuple[str, dataclasses.Field] | None:
+    """The schema key that holds ``dotted`` (itself, or the dict or list key above it)."""
+    keys = fields()
+    while dotted and dotted not in keys:
+        dotted = dotted.rpartition(".")[0]
+    return (dotted, keys[dotted]) if dotted else None
+
+
+def describe():
+    """(key, default, when read, effect, doc) of every key: ``--help`` and the README's table."""
+    for name, f in fields().items():
+        when = f.metadata["when"]
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        yield name, default, when.words if when else "always", f.metadata["effect"], f.metadata["doc"]
+
+
+def markdown() -> str:
+    rows = [f"| `{n}` | `{d}` | {w} | {e} | {doc} |" for n, d, w, e, doc in describe()]
+    return "\n".join(["| key | default | read | effect | what it does |", "|---|---|---|---|---|", *rows])
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="lth_schema", node=LthConfig)

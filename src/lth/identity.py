@@ -1,22 +1,15 @@
-"""The one definition of "the same experiment", used by the folder name, W&B and the report.
+"""The one definition of "the same experiment", read off the schema (:mod:`lth.config_schema`).
 
-An experiment's *identity* is its resolved configuration without
+An experiment's *identity* is every key whose declared effect is ``result``, where its ``when`` holds
+(a key that is not read changes nothing). Outside it: speed and output keys, the plan (``controls``,
+``instability``, ``prune.rounds``: adding a control or a round reuses every finished network) and the
+``branch`` keys (``analysis.*``), which key only the branches that read them (:func:`branch_digest`,
+in each such branch's folder name). From it derive:
 
-- the settings that change nothing computed (speed, output, logging: ``SPEED_AND_OUTPUT_KEYS``),
-- the settings that only add branches beside the ticket (``BRANCH_KEYS``: controls, instability,
-  pruning-at-initialization options): adding a control to a finished experiment reuses its folder,
-  masks and tickets and trains only the new networks.
-
-From it derive:
-
-- :func:`experiment_hash` names the experiment folder (with the non-default overrides) and is
-  stored in its ``experiment.json``; the same command (any order of overrides) finds the same folder;
-- :func:`setting_hash` (identity without ``seed``) groups the seeds of one setting as trials, for
-  the W&B group and the report alike;
-- :func:`dense_hash` (identity without the pruning settings and the rewind point) names the dense
-  round shared by experiments that differ only in how they prune or where they rewind.
-
-The device (``trainer.accelerator``) is part of the identity: CPU and GPU runs are not bit-identical.
+- :func:`experiment_hash`, stored in ``experiment.json`` and ending the folder's name;
+- :func:`setting_hash` (without ``seed``): the seeds of one setting, for W&B and the report;
+- :func:`dense_hash` (without the pruning keys): the dense round shared by experiments that differ
+  only in how they prune or where they rewind.
 """
 
 from __future__ import annotations
@@ -29,123 +22,82 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Settings that do not change what is computed. (mask_gradients: bit-identical results for the
-# built-in optimizers, tested in tests/test_protocols.py.)
-SPEED_AND_OUTPUT_KEYS = (
-    "mask_gradients",
-    "stack_networks",
-    "hydra",
-    "logger",
-    "data.root",
-    "data.download",
-    "trainer.enable_progress_bar",
-    "trainer.profiler",
-    "trainer.steps_per_call",
-    "checkpoint_every",
-    "eval_batch_size",
-    "test_curve",
-    "eval_beside_training",
-    "parallel_branches",
-    "trainer.torch_threads",
-)
-# Settings that only add branches (lth.lottery.branches) beside the ticket.
-BRANCH_KEYS = ("controls", "instability", "analysis")
-# Settings that the dense round 0 does not depend on.
-PRUNING_KEYS = ("prune", "strategy", "rewind_iteration", "model.rates", "model.global_rate", "model.exempt")
-_NAME_MAX = 100
+from lth.config_schema import RESULT, fields, get
+
+PRUNING_KEYS = ("prune.", "strategy", "rewind_iteration", "model.rates", "model.global_rate", "model.exempt")
+SWEEP_ENV = "LTH_SWEEP_NAME"  # set by lth.report.SweepCallback: every job of a sweep names the same sweep folder
 
 
-def _container(cfg: DictConfig | dict) -> dict:
+def _tree(cfg: DictConfig | dict) -> dict:
     if isinstance(cfg, DictConfig):
-        keep = [k for k in cfg.keys() if k != "hydra"]
-        return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
+        cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     return json.loads(json.dumps(cfg, default=str))
 
 
-def _without(container: dict, keys: tuple[str, ...]) -> dict:
-    for key in keys:
-        *parents, last = key.split(".")
-        node: Any = container
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return container
-
-
 def identity_config(cfg: DictConfig | dict) -> dict:
-    """The resolved configuration without the keys that do not define the experiment."""
-    return _without(_container(cfg), SPEED_AND_OUTPUT_KEYS + BRANCH_KEYS)
+    """``{dotted key: value}`` of the keys that determine the experiment's networks."""
+    tree = _tree(cfg)
+    return {name: get(tree, name) for name, f in fields().items()
+            if f.metadata["effect"] == RESULT and (f.metadata["when"] is None or f.metadata["when"].test(tree))}
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def experiment_hash(cfg: DictConfig | dict) -> str:
-    return _digest(identity_config(cfg))
+    return digest(identity_config(cfg))
 
 
 def setting_hash(cfg: DictConfig | dict) -> str:
     """The experiment without its seed: seeds of one setting are trials of it."""
-    return _digest(_without(identity_config(cfg), ("seed",)))
+    return digest({k: v for k, v in identity_config(cfg).items() if k != "seed"})
 
 
 def dense_hash(cfg: DictConfig | dict) -> str:
     """What the dense round 0 depends on (not how later rounds prune or where they rewind)."""
-    return _digest(_without(identity_config(cfg), PRUNING_KEYS))
+    return digest({k: v for k, v in identity_config(cfg).items() if not k.startswith(PRUNING_KEYS)})
+
+
+def branch_digest(cfg: DictConfig | dict, keys: tuple[str, ...]) -> str:
+    """The settings of ``keys`` (a branch's ``analysis.*``) as the suffix of that branch's folder."""
+    tree = _tree(cfg)
+    return digest({k: get(tree, k) for k in keys})
 
 
 def setting_name(cfg: DictConfig | dict) -> str:
     """``<model>-<prune scheme>-<setting hash>``: the W&B group and the report's setting key."""
-    c = _container(cfg)
-    return f"{c['model']['name']}-{c['prune']['scheme']}-{setting_hash(c)}"
+    tree = _tree(cfg)
+    return f"{tree['model']['name']}-{tree['prune']['scheme']}-{setting_hash(tree)}"
 
 
-# ---------------------------------------------------------------------- folder names
-def _sanitize(text: str) -> str:
-    text = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text).strip("_")
-    return text[:_NAME_MAX] or "default"
-
-
-def _names_identity(override: str) -> bool:
+def _named(override: str) -> bool:
+    """An override that names the folder: a group, or a key of the identity."""
     key = override.split("=", 1)[0].lstrip("+~")
-    skipped = SPEED_AND_OUTPUT_KEYS + BRANCH_KEYS + ("trainer",)
-    return not any(key == k or key.startswith(k + ".") for k in skipped)
+    f = fields().get(key) or next((f for k, f in fields().items() if key.startswith(k + ".")), None)
+    return key.split(".")[0] not in ("hydra", "trainer", "logger") and (f is None or f.metadata["effect"] == RESULT)
+
+
+def _sanitize(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text).strip("_")[:100] or "default"
 
 
 def experiment_name(cfg: DictConfig) -> str:
-    """``<sorted non-default overrides>-<experiment hash>``, e.g. ``model=conv2,seed=1-3fa9c2d1``."""
-    overrides = list(cfg.hydra.overrides.task) if "hydra" in cfg else []
-    kept = sorted(o for o in overrides if _names_identity(o))
+    """``<sorted overrides of the identity>-<experiment hash>``, e.g. ``model=conv2,seed=1-3fa9c2d1``."""
+    kept = sorted(o for o in (cfg.hydra.overrides.task if "hydra" in cfg else []) if _named(o))
     return f"{_sanitize(','.join(kept))}-{experiment_hash(cfg)}"
-
-
-# Set by lth.report.SweepCallback.on_multirun_start in the launching process, inherited by the
-# job processes: a job's own config only holds its own overrides (seed=1, not seed=0,1), so
-# without the pin every job would compute a different sweep folder.
-SWEEP_ENV = "LTH_SWEEP_NAME"
 
 
 def sweep_name(cfg: DictConfig) -> str:
     """The sweep folder: its overrides (sweep lists included) plus a hash of them."""
-    pinned = os.environ.get(SWEEP_ENV)
-    if pinned:
-        return pinned
-    overrides = sorted(o for o in cfg.hydra.overrides.task if _names_identity(o))
-    digest = hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
-    return f"{_sanitize(','.join(overrides))}-{digest}"
-
-
-def _if(condition, then, otherwise):
-    """``${lth_if:${lr_warmup},0.03,0.1}``: a protocol value that depends on another setting."""
-    return then if condition else otherwise
+    overrides = sorted(o for o in cfg.hydra.overrides.task if _named(o))
+    return os.environ.get(SWEEP_ENV) or f"{_sanitize(','.join(overrides))}-{digest(overrides)}"
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("lth_if"):
-        OmegaConf.register_new_resolver("lth_if", _if)
-    if not OmegaConf.has_resolver("lth_exp_name"):
-        OmegaConf.register_new_resolver("lth_exp_name", lambda *, _root_: experiment_name(_root_))
-    if not OmegaConf.has_resolver("lth_sweep_name"):
-        OmegaConf.register_new_resolver("lth_sweep_name", lambda *, _root_: sweep_name(_root_))
+    """``${lth_if:${lr_warmup},0.03,0.1}`` (a protocol value that depends on another setting) and the folder names."""
+    for name, fn in (("lth_if", lambda c, then, otherwise: then if c else otherwise),
+                     ("lth_exp_name", lambda *, _root_: experiment_name(_root_)),
+                     ("lth_sweep_name", lambda *, _root_: sweep_name(_root_))):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

@@ -16,6 +16,7 @@ claimed the folder (a dataset missing while offline) is removed, so no half-made
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import sys
 from pathlib import Path
@@ -81,9 +82,17 @@ def discard_unclaimed(out_dir: Path) -> None:
         entries = list(out_dir.iterdir())
     except OSError:
         return
-    if any(not (e.name == ".hydra" or (e.is_file() and e.suffix == ".log")) for e in entries):
+    if any(not (e.name in (".hydra", ".lock") or (e.is_file() and e.suffix == ".log")) for e in entries):
         return  # experiment.json, rounds, anything else: not ours to remove
-    shutil.rmtree(out_dir, ignore_errors=True)
+    if (out_dir / ".lock").exists():
+        with open(out_dir / ".lock") as handle:  # the experiment lock (lth.lottery.layout.experiment_lock)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another process is running this experiment: its folder stays
+            shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)
     cwd = Path.cwd().resolve()
     parent = out_dir.resolve().parent
     while parent != cwd and cwd in parent.parents:

@@ -1,16 +1,8 @@
-"""``python -m lth.run``: one Hydra job = one lottery-ticket experiment.
+"""``python -m lth.run [GROUP=OPTION] [KEY=VALUE] [-m]``: one Hydra job = one lottery-ticket experiment.
 
-Examples::
-
-    python -m lth.run experiment=quickstart
-    python -m lth.run model=conv2 controls=[reinit,random_prune]
-    python -m lth.run model=vgg19 prune=global lr_warmup=true -m
-
-Exit status: 0 done; 2 a problem the user can fix (a wrong or unknown setting, missing or
-corrupt dataset files, an output folder that cannot be written, a diverged round that
-leaves nothing to prune), reported as one ``error:`` line without a traceback
-(``HYDRA_FULL_ERROR=1`` shows it); 1 an unexpected failure. Re-running the same command
-continues an interrupted experiment.
+Exit status: 0 done; 2 a problem the user can fix, as one ``error:`` line (``HYDRA_FULL_ERROR=1``: the
+traceback); 1 an unexpected failure. Every job of the command is composed (Hydra's compose API) and
+checked before Hydra creates anything; a sweep's jobs are checked again as they start.
 """
 
 from __future__ import annotations
@@ -22,6 +14,7 @@ from lth import signals
 if __name__ == "__main__" or sys.argv[0].endswith("lth-run"):  # a signal while the program loads: exit at once
     signals.install_process_handlers(starting=True)
 
+import contextlib
 import errno
 import importlib.util
 import logging
@@ -32,146 +25,143 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from lth.config_schema import describe, fields, register
 from lth.identity import register_resolvers
 from lth.misuse import discard_unclaimed, refuse_misuse
 from lth.signals import Interrupted, install_process_handlers
 
 register_resolvers()
+register()
 log = logging.getLogger("lth")
-
-
-def _config_dir() -> str:
-    """The folder of config.yaml: the package ``lth.conf``, which is the repository's top-level
-    conf/ shipped inside the package (setup.py); in a checkout whose editable install predates
-    that mapping, the repository's conf/ beside src/."""
-    try:
-        spec = importlib.util.find_spec("lth.conf")
-    except ImportError:
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            if (Path(folder) / "config.yaml").is_file():
-                return str(Path(folder).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-CONFIG_DIR = _config_dir()
-
 USAGE_ERROR = 2
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EFBIG}
 _task_started = False  # False while Hydra is still composing the configuration
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete half-written ``.NAME.XXXX.tmp`` files left by a process killed while saving."""
-    for tmp in Path(folder).rglob(".*.tmp"):
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from lth.data.torchvision_files import DatasetNotFoundError
-    from lth.lottery import ExperimentError
-    from lth.storage import CorruptFileError
-    from lth.validation import ConfigError
-
-    from lth.data.integrity import DatasetCorruptError
-
-    return (ConfigError, ExperimentError, DatasetNotFoundError, CorruptFileError, DatasetCorruptError)
-
-
 _job_label = ""  # "job 3 (seed=1): " in a sweep, so that each error line names its job
 _last_failure = ""
+
+
+_spec = importlib.util.find_spec("lth.conf")  # conf/, shipped inside the wheel as the package lth.conf
+CONFIG_DIR = next((str(Path(f).resolve()) for f in ((_spec.submodule_search_locations if _spec else None) or []) if
+                   (Path(f) / "config.yaml").is_file()), str(Path(__file__).resolve().parents[2] / "conf"))
 
 
 def _fail(message: str) -> None:
     global _last_failure
     _last_failure = message
-    # Logged to the experiment's run.log only; the console gets the single ``error:`` line.
-    for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:  # the job's run.log gets it too
         if isinstance(handler, logging.FileHandler):
             handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
     print(f"error: {_job_label}{message}", file=sys.stderr, flush=True)
     sys.exit(USAGE_ERROR)
 
 
+def check_command(overrides: list[str], multirun: bool) -> None:
+    """Compose every job of the command as Hydra will (its compose API) and check it; nothing is written.
+    Raises ConfigError naming every refused job."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lth.validation import ConfigError, check, check_data_files, check_experiment, check_output_dir, \
+        check_override, hydra_message
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(hydra_message(exc, overrides)) from None
+    if not multirun and (sweep := next((o for o in parsed if o.is_sweep_override()), None)):
+        raise ConfigError(f"{sweep.input_line} is a sweep: add -m to run one experiment per value, or write a list as [a,b]")
+    choices = [list(zip([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()], o.sweep_iterator()))
+               if o.is_sweep_override() else [(o.input_line, o.value())] for o in parsed]
+    refused, jobs = [], list(itertools.product(*choices))
+    for index, job in enumerate(jobs):
+        line = [o for o, _ in job]
+        try:
+            for o, (_, value) in zip(parsed, job):
+                check_override(o.key_or_group, value)
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+                try:
+                    cfg = compose("config", overrides=line, return_hydra_config=True)
+                except Exception as exc:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors
+                    raise ConfigError(hydra_message(exc, line)) from None
+            HydraConfig.instance().set_config(cfg)  # for ${hydra:...}
+            local = "submitit" not in str(cfg.hydra.launcher.get("_target_"))  # a cluster's jobs run elsewhere
+            check(cfg, [o.key_or_group for o in parsed], machine=local)
+            check_data_files(cfg) if local else None
+            check_output_dir(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+            check_experiment(cfg, Path(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)) if multirun else
+                             Path(str(cfg.hydra.run.dir)))
+        except ConfigError as exc:
+            refused.append((f"job {index} ({' '.join(o for (o, _), opts in zip(job, choices) if len(opts) > 1)})", str(exc)))
+    if refused:  # Hydra cannot compose (or would coerce) a refused job: a sweep with one is not started
+        messages = list(dict.fromkeys(m for _, m in refused))
+        if not multirun or (len(messages) == 1 and len(refused) == len(jobs)):
+            raise ConfigError(messages[0] if not multirun else f"every job of the sweep is refused: {messages[0]}")
+        raise ConfigError(f"{len(refused)} of {len(jobs)} jobs of the sweep are refused, so none is started: " +
+                          "; ".join(f"{job}: {m}" for job, m in refused))
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg: DictConfig):
-    global _task_started
+    global _task_started, _job_label
     _task_started = True
-    from hydra.types import RunMode
-
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        return _sweep_job(cfg)
-    return _run(cfg)
-
-
-def _sweep_job(cfg: DictConfig):
-    """One job of a ``-m`` sweep: a refused or failed job is reported and recorded, and the sweep goes on
-    (``lth.report.SweepCallback`` names the failed jobs in the sweep report; ``main`` exits non-zero)."""
-    global _job_label
+    if str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
+        return _run(cfg)
     from lth.report import JobFailed
+    from lth.validation import ConfigError, check
 
-    job = HydraConfig.get().job
-    _job_label = f"job {job.num} ({' '.join(HydraConfig.get().overrides.task)}): "
-    try:
+    overrides = list(HydraConfig.get().overrides.task)
+    _job_label = f"job {HydraConfig.get().job.num} ({' '.join(overrides)}): "
+    try:  # a refused or failed job is recorded (lth.report.SweepCallback) and the sweep goes on
+        try:
+            check(cfg, [o.lstrip("+~").partition("=")[0] for o in overrides])
+        except ConfigError as exc:
+            _fail(str(exc))
         _run(cfg)
-        return None
-    except SystemExit as exc:  # _fail: a problem the user can fix, already printed as one error: line
+    except SystemExit as exc:
         if isinstance(exc.code, int) and exc.code > 128:  # a signal stops the whole sweep
             raise
-        if exc.code in (0, None):
-            return None
-        return JobFailed(_last_failure, user_error=exc.code == USAGE_ERROR)
+        return None if exc.code in (0, None) else JobFailed(_last_failure, user_error=exc.code == USAGE_ERROR)
     except Exception as exc:  # noqa: BLE001 - a bug in one job must not stop the others
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.exception("%sfailed", _job_label)  # the traceback, on the console and in the job's run.log
+        log.exception("%sfailed", _job_label)
         return JobFailed(f"{exc.__class__.__name__}: {exc}", user_error=False)
     finally:
         _job_label = ""
 
 
 def _run(cfg: DictConfig) -> None:
-    from lth.validation import ConfigError, check_output_dir, validate_config
-
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    try:  # before the heavy imports, so that a wrong setting is reported at once
-        validate_config(cfg)
-        out_dir = Path(HydraConfig.get().runtime.output_dir)
-        check_output_dir(out_dir)
-    except ConfigError as exc:
-        if full_error:
-            raise
-        _fail(str(exc))
-
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     from lth.quiet import quiet
 
-    quiet(wandb=(cfg.get("logger") or {}).get("name") == "wandb")  # library chatter off (lth/quiet.py)
-    from lth.lottery import Lottery
+    quiet(wandb=cfg.logger.name == "wandb")  # library chatter off (lth/quiet.py)
+    from lth.data.integrity import DatasetCorruptError
+    from lth.data.torchvision_files import DatasetNotFoundError
+    from lth.lottery import ExperimentError, Lottery
+    from lth.lottery.layout import experiment_lock
+    from lth.storage import CorruptFileError, is_writer
 
-    user_errors = _user_error_types()
     try:
-        from lth.storage import is_writer
-
-        if is_writer():  # only the process that writes files may clear their leftovers
-            remove_stale_temporaries(out_dir)
-        experiment = Lottery(cfg, out_dir)
-        experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
-        experiment.run()
+        with experiment_lock(out_dir) if is_writer() else contextlib.nullcontext():
+            if is_writer():  # only the process that writes files may clear their leftovers
+                for tmp in out_dir.rglob(".*.tmp"):  # half-written files of a process killed while saving
+                    tmp.unlink(missing_ok=True)
+            experiment = Lottery(cfg, out_dir)
+            experiment.setup_data()  # missing or corrupt files are reported before the folder is claimed
+            experiment.run()
         if signals.received() is not None:  # a signal whose exception was lost on the way (lth.signals)
             raise signals.interrupted()
     except Interrupted as exc:
         _interrupted(exc, out_dir)
-    except user_errors as exc:
-        if full_error:
+    except (ExperimentError, DatasetNotFoundError, CorruptFileError, DatasetCorruptError) as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         discard_unclaimed(out_dir)  # stopped before the folder was claimed: no half-made folder stays
         _fail(str(exc))
     except OSError as exc:
-        if full_error or exc.errno not in _WRITE_ERRNOS:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or exc.errno not in _WRITE_ERRNOS:
             raise
         _fail(f"could not write {exc.filename or 'to ' + str(out_dir)} ({exc.strerror}). Files already saved are "
               f"intact: free space (or fix the disk) and re-run the same command to continue the experiment")
@@ -186,8 +176,18 @@ def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:
     sys.exit(exc.exit_code)
 
 
+def usage() -> str:
+    """``--help``: the groups' options (conf/) and every key with its doc (lth.config_schema)."""
+    groups = [f"  {g.name}: {', '.join(sorted(p.stem for p in g.glob('*.yaml')))}" for g in
+              sorted(Path(CONFIG_DIR).iterdir()) if g.is_dir() and g.name not in ("hydra", "__pycache__")]
+    keys = [f"  {n}={d}  {doc} [read: {when}; {effect}]" for n, d, when, effect, doc in describe()]
+    return "\n".join(["usage: python -m lth.run [GROUP=OPTION] [KEY=VALUE] [-m]   (Hydra's flags: --hydra-help)", "",
+                      "Groups (conf/):", *groups, "", "Keys (src/lth/config_schema.py; a model's protocol sets its own):",
+                      *keys])
+
+
 def main() -> None:
-    """The entry point (``python -m lth.run``, ``lth-run``); a configuration Hydra cannot compose (unknown option, bad override) exits with 2."""
+    """The entry point (``python -m lth.run``, ``lth-run``)."""
     try:
         install_process_handlers()  # SIGINT/SIGTERM raise Interrupted: no traceback, a non-zero exit
         _main()
@@ -202,30 +202,24 @@ def main() -> None:
 
 
 def _main() -> None:
-    from lth.validation import ConfigError, check_output_override
-
     refuse_misuse(sys.argv)  # SLURM without SLURM, ddp in a local sweep, -sc without a subcommand: one error line
+    # Every key is in the schema, so +KEY=VALUE (which Hydra refuses for an existing key) means KEY=VALUE.
+    args = [a[1:] if a.startswith("+") and not a.startswith("++") and a[1:].partition("=")[0] in fields() else a
+            for a in sys.argv[1:]]
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    sys.argv[1:] = flags + [a for a in args if a not in flags]  # Hydra wants flags first; accept -m anywhere
+    if "--help" in args or "-h" in args:
+        return print(usage())
+    if not any(a.startswith("-") and a not in flags for a in args):  # a run, not --cfg, --info, --hydra-help...
+        from lth.validation import ConfigError
 
-    # Hydra's parser wants flags before the overrides; accept `-m` anywhere on the line.
-    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
-    sys.argv[1:] = flags + [a for a in sys.argv[1:] if a not in flags]
-    try:  # an output folder given on the command line is checked before Hydra tries to create it
-        for arg in sys.argv[1:]:
-            key, _, value = arg.partition("=")
-            if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
-                check_output_override(value)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(USAGE_ERROR)
-    from lth.validation import check_command
-
-    try:  # compose and check the whole command (every job of a sweep) before Hydra creates or writes anything
-        check_command(sys.argv[1:], CONFIG_DIR)
-    except ConfigError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(USAGE_ERROR)
+        try:
+            check_command([a for a in args if a not in flags], multirun=bool(flags))
+        except ConfigError as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(USAGE_ERROR)
     try:
         hydra_main()
     except SystemExit as exc:

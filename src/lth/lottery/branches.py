@@ -48,6 +48,15 @@ class Branch:
     control: ClassVar[bool] = True  # selectable with controls=[...]
     first_level: ClassVar[int] = 1
     keep_final: ClassVar[bool] = False  # save final.pt (weights later levels or analyses need)
+    settings: ClassVar[tuple[str, ...]] = ()  # the analysis.* keys it reads: they key its folder
+
+    @property
+    def key(self) -> str:
+        """The branch's folder name at a level: its name, plus a digest of its ``settings`` when it has some
+        (``snip-3fa9c2d1``), so a result computed under other settings is never taken for this one."""
+        from lth.identity import branch_digest
+
+        return f"{self.name}-{branch_digest(self.lot.cfg, self.settings)}" if self.settings else self.name
 
     def __init__(self, lottery: Lottery):
         self.lot = lottery
@@ -70,7 +79,7 @@ class Branch:
 
     def own_mask(self, level: int, draw) -> Mask:
         """A mask of this branch's own, computed once by ``draw()`` and saved in its folder."""
-        path = self.lot.layout.branch_mask(level, self.name)
+        path = self.lot.layout.branch_mask(level, self.key)
         if path.exists():
             return sync_mask(Mask(self.lot.layout.read(path)))
         mask = sync_mask(draw())  # DDP: rank 0's mask on every rank (checked by checksum)

@@ -24,10 +24,14 @@ A damaged file is a :class:`~lth.storage.CorruptFileError` naming it and saying 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import fnmatch
 import json
 import logging
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,9 @@ from lth.storage import CorruptFileError, is_writer
 
 log = logging.getLogger("lth")
 
-FORMAT = 2  # experiment.json "format": 1 (no field) was lth 0.1's layout
+# experiment.json "format": 1 (no field) was lth 0.1's layout; 2 kept prune.rounds in the experiment's
+# identity and the analysis.* settings out of it; 3 keys every network by what determines it.
+FORMAT = 3
 
 
 class Layout:
@@ -137,7 +143,10 @@ class Layout:
         for kind in KINDS:
             base = self.store if kind.store else self.root
             if kind.reader == reader and base is not None and base.is_dir():
-                yield from ((kind, p) for p in sorted(base.glob(kind.where)) if not p.name.startswith("."))
+                # hidden entries are lth's own temporaries: half-written files, a stack's checkpoints
+                # (round_NN/.stack-*/, lth.training.stacked_round: the stacked model's own state)
+                yield from ((kind, p) for p in sorted(base.glob(kind.where))
+                            if not any(part.startswith(".") for part in p.relative_to(base).parts))
 
     def verify(self, reader: str = "run") -> None:
         """Check every file ``reader`` reads back, before anything is used or changed: the first damaged
@@ -171,9 +180,9 @@ def check_experiment_json(layout: Layout, digest: str) -> bool:
         return False
     marker = layout.read(path)
     if marker.get("format", 1) != FORMAT:
-        raise ValueError(f"{layout.root} was written by an older lth (folder format {marker.get('format', 1)}, this "
-                         f"one reads {FORMAT}): its experiment cannot be continued. Re-run the command without "
-                         f"hydra.run.dir to start it in a new folder, or keep using lth 0.1 for that one")
+        raise ValueError(f"{layout.root} predates lth's folder format {FORMAT} (it has format {marker.get('format', 1)}: "
+                         f"experiments keyed by what determines each network): it cannot be continued. Re-run the command without "
+                         f"hydra.run.dir to start it in a new folder, or keep using the lth that wrote it for that one")
     if marker["config_hash"] != digest:
         raise ValueError(f"{layout.root} holds an experiment with another configuration (hash "
                          f"{marker['config_hash']}, this one is {digest}). Choose another folder with "
@@ -273,7 +282,7 @@ def read_row_of(path: Path, layout: "Layout", lazy: bool = False) -> dict:
         if not isinstance(row.get(key), kind) or (kind is int and isinstance(row.get(key), bool)):
             raise Damaged(f"no valid {key!r} entry")
     level, branch = _where(path, layout)
-    if (row["round"], row["branch"]) != (level, branch):
+    if (row["round"], row["branch"]) != (level, re.sub(r"-[0-9a-f]{8}$", "", branch)):  # snip-<settings digest>
         raise Damaged(f"the row of round {row['round']} {row['branch']}, in the folder of round {level} {branch}")
     return row
 
@@ -407,3 +416,28 @@ KINDS: tuple[FileKind, ...] = (
     FileKind("results", "results.json", read_results_json,
              "re-run the experiment's command to rewrite it from its rounds", reader="report"),
 )
+
+
+@contextlib.contextmanager
+def experiment_lock(folder: Path):
+    """One writer per experiment: an exclusive ``flock`` on ``<folder>/.lock``, which holds the owner's
+    pid. The kernel drops it when the process ends, however it ends, so a killed run never blocks a resume."""
+    from lth.lottery.plan import ExperimentError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            raise ExperimentError(f"another lth process (pid {pid}) is running this experiment in {folder}; wait for "
+                                  f"it to finish, or stop it (kill {pid}) and re-run this command to continue") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -13,9 +13,10 @@ def collect_rows(lot, rows: list[dict], write: bool = False) -> list[dict]:
     run with other controls stays in results.csv)."""
     seen = {(r["round"], r["branch"]) for r in rows}
     extra = []
-    for path in lot.layout.finished_rows():
+    for path in lot.layout.finished_rows():  # a branch keyed by its settings (snip-<digest>) once, this run's first
         row = lot.layout.read(path)
         if (row["round"], row["branch"]) not in seen and row["round"] <= lot.rounds:
+            seen.add((row["round"], row["branch"]))
             extra.append(row)
     out = sort_rows(rows + extra)
     if write:

@@ -68,7 +68,10 @@ def _define(method: str, check: str) -> type[PruningAtInit]:
     label = f"{NAMES[method]} (at init)" + (f", {check}" if check else "")
     style = dict(color=COLORS[method], marker=MARKERS[method] if not check else "x", linestyle=LINESTYLES[check],
                  label=label)
+    settings = {"snip": ("analysis.score_examples_per_class",), "grasp": ("analysis.score_examples_per_class",),
+                "synflow": ("analysis.synflow_iterations",)}.get(method, ())
     cls = type(f"PruningAtInit_{name}", (PruningAtInit,), {"name": name, "method": method, "check": check,
+                                                              "settings": settings,
                                                               "style": style, "__doc__": f"{label}: {__doc__.split(chr(10))[0]}"})
     return register(cls)
 

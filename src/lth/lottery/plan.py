@@ -118,7 +118,7 @@ class Lottery:
             if level == 0 and branch.name == "ticket":
                 rows[branch.name] = dense_round(self)
                 continue
-            folder = self.layout.branch(level, branch.name)
+            folder = self.layout.branch(level, branch.key)
             row = self.trainer.finished(folder, branch.keep_final)
             if row is not None:
                 self.progress.training_skipped()
@@ -131,20 +131,18 @@ class Lottery:
             trained = train_stacked_level(self, todo)
         elif len(todo) > 1 and self.pool.workers > 1:
             trained = self.pool.train(todo)
-            for row in trained:
-                self.report(row)
+            for t, row in zip(todo, trained):
+                self.report(row, t.folder)
         else:
             trained = [self.trainer.train(t) for t in todo]
         rows.update({t.branch: row for t, row in zip(todo, trained)})
         return [b.finish(level, rows[b.name]) for b in branches]  # analyses of a trained network (idempotent)
 
-    def report(self, row: dict) -> None:
+    def report(self, row: dict, folder: Path) -> None:
         """To W&B, a training that ran in a worker process: its row and its learning curve."""
         if self.tracker is None or not self.tracker.active:
             return
-        from lth.lottery.outputs import read_curve
-
-        self.tracker.level(row, read_curve(self.layout.curve(row["round"], row["branch"])))
+        self.tracker.level(row, self.layout.read(folder / "curve.csv"))
 
     def check_search_alive(self, level: int, rows: list[dict]) -> None:
         row = next(r for r in rows if r["round"] == level and r["branch"] == (self.search if level else "ticket"))
@@ -224,7 +222,9 @@ class Lottery:
 
     def setup_data(self):
         if self.datamodule is None:
-            dm = hydra.utils.instantiate(self.cfg.data)
+            data = OmegaConf.to_container(self.cfg.data, resolve=True)
+            # keys of other datamodules (data.path of data=imagefolder) are None here: not passed on
+            dm = hydra.utils.instantiate({k: v for k, v in data.items() if v is not None})
             dm.setup()
             if self.cfg.train.get("augment", False):
                 from lth.data.augment import random_crop_flip

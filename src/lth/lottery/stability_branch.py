@@ -38,6 +38,7 @@ class Instability(Branch):
     switch = "instability"
     first_level = 0
     keep_final = True  # the copy's weights are one end of the path
+    settings = ("analysis.interpolation_points", "analysis.batchnorm")
 
     def start_state(self, level: int) -> dict[str, torch.Tensor]:
         return self.lot.rewind_state
@@ -60,7 +61,7 @@ class Instability(Branch):
         if not self.needs_reference(level):
             folder = lot.layout.branch(level, "ticket")
             return lot.trainer.finished(folder, keep_final=True), folder
-        folder = lot.layout.branch(level, self.name) / "reference"
+        folder = lot.layout.branch(level, self.key) / "reference"
         done = lot.trainer.finished(folder, keep_final=True)
         if done is not None:
             lot.progress.training_skipped()
@@ -82,14 +83,14 @@ class Instability(Branch):
             return row
         x, y = lot.datamodule.splits["test"]
         first = load_tensors(ref_folder / "final.pt")
-        path = path_errors(lot.model_at(first).to(lot.device), first, lot.final_weights(level, self.name), x, y,
+        path = path_errors(lot.model_at(first).to(lot.device), first, lot.final_weights(level, self.key), x, y,
                            points=int(lot.cfg.analysis.interpolation_points), batch_size=int(lot.cfg.eval_batch_size),
                            bn=str(lot.cfg.analysis.batchnorm), train_x=lot.datamodule.splits["train"][0],
                            mask=lot.ticket_mask(level))
-        atomic_write_csv(layout.branch(level, self.name) / "path.csv", path)
+        atomic_write_csv(layout.branch(level, self.key) / "path.csv", path)
         barrier = error_barrier(path)
         row = {**row, "instability": barrier, "stable": barrier <= STABLE}
-        atomic_write_json(layout.row(level, self.name), row)
+        atomic_write_json(layout.row(level, self.key), row)
         return row
 
     def figures(self, rows: list[dict]) -> list:
@@ -112,7 +113,7 @@ class Instability(Branch):
         shown = points[:: max(1, len(points) // 4)][:5] + ([points[-1]] if len(points) > 1 else [])
         cmap = plt.get_cmap("viridis")
         for i, (remaining, _, level) in enumerate(dict.fromkeys(shown)):
-            path = self.lot.layout.read(self.lot.layout.branch(level, self.name) / "path.csv")
+            path = self.lot.layout.read(self.lot.layout.branch(level, self.key) / "path.csv")
             right.plot([p["alpha"] for p in path], [100 * p["error"] for p in path],
                        color=cmap(i / max(1, len(shown) - 1)), label=f"{remaining:.3g}% remaining")
         right.set_xlabel("interpolation α (0: ticket from θK, 1: copy)")
