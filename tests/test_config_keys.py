@@ -23,7 +23,10 @@ BASE = ["experiment=quickstart", *FAST, "controls=[]", "train.iterations=8", "ev
         f"data.root={SHARED_DATA}", "data.download=false"]
 # Keys this CPU-only test cannot train with, and where they are tested instead.
 ELSEWHERE = {"trainer.devices": "DDP: tests/test_ddp.py", "trainer.strategy": "DDP: tests/test_ddp.py",
-             "optimizer.compile": "a 16 s compilation: tests/test_compiled_optimizer.py"}
+             "optimizer.compile": "a 16 s compilation: tests/test_compiled_optimizer.py",
+             "divergence_factor": "a diverged ticket ends the experiment: tests/test_divergence.py",
+             **{f"data.{k}": "a prepared image-folder dataset: tests/test_imagefolder.py"
+                for k in ("path", "image_size", "num_workers")}}
 TIMING = ("train_time_s", "time_s")
 NEEDS = {"prune.schedule": ["prune.rounds=2"]}  # one-shot and iterative pruning agree at level 1
 
