@@ -95,9 +95,10 @@ def damage(path: Path, how: str) -> None:
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` with the SHA-1 of its bytes, but Hydra's own (.hydra/, the job's log)."""
+    """Every file under ``root`` with the SHA-1 of its bytes, but Hydra's own (.hydra/, the job's log) and
+    the experiment's lock (which holds the pid of the process running it)."""
     return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
+            if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log" and p.name != ".lock"}
 
 
 def rerun(folder: Path, capsys, monkeypatch, cwd: Path) -> tuple[object, str, str]:
