@@ -111,7 +111,8 @@ class Worsen(pl.Callback):
 
 
 def test_a_network_that_never_improves_stops_early_at_its_start(tmp_path):
-    lot, rows = run(tmp_path / "exp", ["prune.rounds=1", "rewind_iteration=10"], Worsen())
+    # (divergence_factor=0: the worsening network must not be stopped as diverged)
+    lot, rows = run(tmp_path / "exp", ["prune.rounds=1", "rewind_iteration=10", "divergence_factor=0"], Worsen())
     for row in rows:
         start = 0 if row["round"] == 0 else 10
         curve = (lot.dir / f"round_{row['round']:02d}" / "ticket" / "curve.csv").read_text().splitlines()
@@ -164,5 +165,5 @@ def test_a_damaged_row_is_named_with_what_to_do(tmp_path):
     folder = tmp_path / "exp"
     run(folder, ["prune.rounds=1"])
     (folder / "round_01" / "ticket" / "row.json").write_text('{"round": 1}')
-    with pytest.raises(CorruptFileError, match=r"round_01/ticket/row.json has no valid .* delete"):
+    with pytest.raises(CorruptFileError, match=r"round_01/ticket/row.json is damaged \(no valid .* delete"):
         run(folder, ["prune.rounds=1"])

@@ -30,14 +30,15 @@ def test_with_the_same_sgd_noise_the_two_copies_coincide_at_every_level_level_0_
     monkeypatch.setattr(Instability, "data_seed", lambda self, level: self.lot.seed)
     lot = Lottery(compose_config([*SMALL, "instability=true", "prune.rounds=1", "rewind_iteration=10"]), tmp_path / "e")
     lot.run()
+    key = next(b.key for b in lot.branches if b.name == "instability")  # instability-<settings digest>
     for level in (0, 1):
-        path = read_csv(lot.layout.branch(level, "instability") / "path.csv")
+        path = read_csv(lot.layout.branch(level, key) / "path.csv")
         errors = [float(p["error"]) for p in path]
         assert max(errors) - min(errors) == 0.0, level
         row = next(r for r in read_csv(lot.layout.results_csv) if r["round"] == str(level) and r["branch"] == "instability")
         assert float(row["instability"]) == 0.0
-    ref = load_tensors(lot.layout.branch(0, "instability") / "reference" / "final.pt")
-    copy = lot.final_weights(0, "instability")
+    ref = load_tensors(lot.layout.branch(0, key) / "reference" / "final.pt")
+    copy = lot.final_weights(0, key)
     assert all(torch.equal(ref[k], copy[k]) for k in ref)
 
 
@@ -46,8 +47,9 @@ def test_level_0_reference_restarts_from_theta_k_with_the_tickets_data_order(tmp
     lot = Lottery(compose_config([*SMALL, "instability=true", "prune.rounds=1", "rewind_iteration=10"]), tmp_path / "e")
     lot.extra_callbacks.append(rec)
     lot.run()
-    ref = next(r for r in rec.runs if r["folder"].endswith("round_00/instability/reference"))
-    copy0 = next(r for r in rec.runs if r["folder"].endswith("round_00/instability"))
+    key = next(b.key for b in lot.branches if b.name == "instability")  # instability-<settings digest>
+    ref = next(r for r in rec.runs if r["folder"].endswith(f"round_00/{key}/reference"))
+    copy0 = next(r for r in rec.runs if r["folder"].endswith(f"round_00/{key}"))
     ticket1 = next(r for r in rec.runs if r["folder"].endswith("round_01/ticket"))
     assert ref["start"] == copy0["start"] == ticket1["start"] == 10
     assert torch.equal(ref["first"], ticket1["first"])  # the ticket's data order from iteration K
@@ -55,8 +57,8 @@ def test_level_0_reference_restarts_from_theta_k_with_the_tickets_data_order(tmp
     # α = 0 is the reference's final test error, exactly; the dense round is not on the path
     table = read_csv(lot.layout.results_csv)
     assert {r["branch"] for r in table if r["round"] == "0"} == {"ticket", "instability"}  # the reference is no row
-    path = read_csv(lot.layout.branch(0, "instability") / "path.csv")
-    ref_row = read_csv_json(lot.layout.branch(0, "instability") / "reference" / "row.json")
+    path = read_csv(lot.layout.branch(0, key) / "path.csv")
+    ref_row = read_csv_json(lot.layout.branch(0, key) / "reference" / "row.json")
     assert float(path[0]["error"]) == pytest.approx(1 - ref_row["final_test_acc"], abs=1e-12)
     # a re-run trains nothing more (the reference is found on disk)
     again = FirstBatches()
