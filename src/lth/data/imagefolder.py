@@ -27,7 +27,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import litdata
@@ -152,10 +152,13 @@ class LazyImages:
     def to(self, device: torch.device | str) -> "LazyImages":
         return LazyImages(self.dataset, self.indices, self.shape[-1], device, self.workers)
 
-    def __getitem__(self, key: slice) -> torch.Tensor:
-        if not isinstance(key, slice):
-            raise TypeError("streamed images are read in slices, x[i:j]")
-        samples = [litdata.StreamingDataset.__getitem__(self.dataset, int(i)) for i in self.indices[key]]
+    def __getitem__(self, key: slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Images ``x[i:j]``, or at the positions of an index tensor (pruning at init's class-balanced sample)."""
+        if isinstance(key, slice):
+            chosen = self.indices[key]
+        else:
+            chosen = self.indices[np.asarray(key.cpu() if torch.is_tensor(key) else key, dtype=np.int64)]
+        samples = [litdata.StreamingDataset.__getitem__(self.dataset, int(i)) for i in chosen]
         tf = self.dataset.tf
         if self.workers > 1 and len(samples) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
