@@ -96,8 +96,9 @@ def assert_trained_as_alone(alone_lot, stack_lot, a: dict, s: dict, stack_sizes:
             assert close(rs[k], ra[k], k), (key, k, rs[k], ra[k])
         if "instability" in ra:
             assert close(rs["instability"], ra["instability"]), key
-        ca = read_curve(alone_lot.layout.curve(*key))
-        cs = read_curve(stack_lot.layout.curve(*key))
+        folder = {b.name: b.key for b in stack_lot.branches}.get(key[1], key[1])  # instability-<settings digest>
+        ca = read_curve(alone_lot.layout.curve(key[0], folder))
+        cs = read_curve(stack_lot.layout.curve(key[0], folder))
         assert [p["iteration"] for p in ca] == [p["iteration"] for p in cs] and len(ca) >= 6
         assert all(close(pa[k], ps[k], k) for pa, ps in zip(ca, cs) for k in pa), key
 
@@ -118,10 +119,11 @@ def test_a_stacked_level_trains_each_network_as_alone_in_float64(tmp_path):
         rs = Mask.load(stack_lot.layout.branch_mask(level, "random_prune"))
         assert all(torch.equal(ra[n], rs[n]) for n in ra)
     # final weights within 1e-9; pruned weights exactly 0
+    keys = {b.name: b.key for b in stack_lot.branches}  # instability-<settings digest>
     for level in (0, 1, 2):
         for branch in ("ticket", "instability"):
-            wa = load_tensors(alone_lot.layout.final(level, branch))
-            ws = load_tensors(stack_lot.layout.final(level, branch))
+            wa = load_tensors(alone_lot.layout.final(level, keys[branch]))
+            ws = load_tensors(stack_lot.layout.final(level, keys[branch]))
             assert wa.keys() == ws.keys()
             for n in wa:
                 assert ws[n].dtype == torch.float64 and float((wa[n] - ws[n]).abs().max()) <= 1e-9, (level, branch, n)
@@ -152,8 +154,9 @@ def test_warm_up_and_milestones_stacked_as_alone(tmp_path):
     lr = float(stack_lot.cfg.optimizer.lr)
     assert [p["iteration"] for p in curve] == [5, 10, 15, 20, 25, 30]
     assert [p["lr"] for p in curve] == pytest.approx([lr / 2, lr, lr, lr / 10, lr / 10, lr / 10])
+    keys = {b.name: b.key for b in stack_lot.branches}  # instability-<settings digest>
     for branch in ("ticket", "instability"):
-        wa, ws = load_tensors(alone_lot.layout.final(1, branch)), load_tensors(stack_lot.layout.final(1, branch))
+        wa, ws = (load_tensors(lot.layout.final(1, keys[branch])) for lot in (alone_lot, stack_lot))
         assert all(float((wa[n] - ws[n]).abs().max()) <= 1e-9 for n in wa), branch
 
 
