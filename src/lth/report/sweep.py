@@ -111,7 +111,10 @@ class SweepCallback(_HydraCallback):
 
             from lth.storage import atomic_write_json
 
-            value = getattr(job_return, "_return_value", None)
+            try:  # Hydra's public JobReturn.return_value: the job's value, or its exception raised again
+                value = job_return.return_value
+            except Exception as exc:  # noqa: BLE001 - a failed job's exception
+                value = exc
             record = {"num": int(config.hydra.job.num), "overrides": " ".join(job_return.overrides or []),
                       "dir": str(config.hydra.runtime.output_dir), "status": "done"}
             if job_return.status == JobStatus.FAILED:
