@@ -382,41 +382,48 @@ def round_share(device, data_root, iterations: int, variant: str, tmp: Path) -> 
             "es_iteration": row["es_iteration"]}
 
 
-def level_times(device, data_root, iterations: int, workers: int, reps: int, tmp: Path) -> dict:
+LEVEL_MODES = {  # (parallel_branches, eval_beside_training); the first is the baseline of the ratios
+    "one after another, evaluation inline (before issue 20)": ("1", "false"),
+    "one after another, evaluation beside training": ("1", "auto"),
+    "parallel_branches=auto (the default)": ("auto", "auto"),
+    "parallel_branches=3 (a worker per training)": ("3", "auto"),
+}
+
+
+def level_times(device, data_root, iterations: int, reps: int, tmp: Path) -> dict:
     """Wall time of one level of three trainings (ticket, reinit, random_prune; LeNet-300-100,
-    ``iterations`` each) through ``Lottery.train_level``: one after another (``parallel_branches=1``)
-    against ``workers`` worker processes, alternating, each repetition in fresh experiment folders
-    that share the dense round. The workers are started (and waited for) before the timed level, as
-    in an experiment where they start beside the dense round; their start is timed apart."""
+    ``iterations`` each) through ``Lottery.train_level`` in each of :data:`LEVEL_MODES`, interleaved
+    (the order reversed every other repetition), each repetition in fresh experiment folders that share
+    the dense round. Worker processes are started (and waited for) before the timed level, as in an
+    experiment where they start beside the dense round; their start is timed apart."""
     from lth.lottery import Lottery
 
-    out = {"sequential": [], "parallel": [], "startup": [], "workers": workers, "iterations": iterations,
+    out = {"times": {m: [] for m in LEVEL_MODES}, "workers": {}, "startup": [], "iterations": iterations,
            "threads": None}
     same = []
     for rep in range(reps):
         rows = {}
-        for mode in (("sequential", "parallel") if rep % 2 == 0 else ("parallel", "sequential")):
-            n = 1 if mode == "sequential" else workers
+        for i, mode in enumerate(list(LEVEL_MODES)[:: 1 if rep % 2 == 0 else -1]):
+            workers, beside = LEVEL_MODES[mode]
             cfg = round_config(device, data_root, iterations, "prune.rounds=1", "controls=[reinit,random_prune]",
-                               f"parallel_branches={n}")
+                               f"parallel_branches={workers}", f"eval_beside_training={beside}")
             out["threads"] = int(cfg.trainer.torch_threads)
-            lot = Lottery(cfg, tmp / f"{mode}-{rep}" / "exp")
+            lot = Lottery(cfg, tmp / f"{rep}-{i}" / "exp")
             lot.claim_folder()
             lot.setup_data()
             torch.set_num_threads(out["threads"])
             lot.train_level(0)  # the dense round (trained once, then copied from the shared store)
-            if n > 1:
+            out["workers"][mode] = lot.pool.workers
+            if lot.pool.workers > 1:
                 t0 = time.perf_counter()
                 for f in lot.pool.warm_up():
                     f.result()
                 out["startup"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            rows[mode] = lot.train_level(1)
-            out[mode].append(time.perf_counter() - t0)
+            rows[mode] = [{k: v for k, v in r.items() if k != "train_time_s"} for r in lot.train_level(1)]
+            out["times"][mode].append(time.perf_counter() - t0)
             lot.pool.close()
-        timing = ("train_time_s",)
-        same.append([{k: v for k, v in r.items() if k not in timing} for r in rows["sequential"]] ==
-                    [{k: v for k, v in r.items() if k not in timing} for r in rows["parallel"]])
+        same.append(all(r == rows[next(iter(LEVEL_MODES))] for r in rows.values()))
     out["identical_results"] = all(same)
     return out
 
@@ -592,11 +599,8 @@ def main(argv=None) -> int:
                 for i, v in enumerate(list(ROUND_VARIANTS)[:: 1 if rep % 2 == 0 else -1]):
                     extra["round"][v].append(round_share(device, args.data_root, iters, v, tmp / f"round-{rep}-{i}"))
         if "level" in sections:  # (7) a level of three branches, in workers against one after another
-            from lth.lottery.parallel import usable_cores
-
-            workers = max(2, min(3, usable_cores()))
             extra["level"] = level_times(device, args.data_root, args.level_iterations or (200 if quick else 1000),
-                                         workers, reps, tmp / "level")
+                                         reps, tmp / "level")
         if "stacked" in sections and "LeNet-300-100" in models:  # (8) networks stacked (benchmarks.stacked)
             stacked_sizes = args.stacked if args.stacked is not None else \
                 ("2" if quick else "1,10,16,64" if device.type == "cuda" else "4")
@@ -716,14 +720,18 @@ def format_report(r: dict) -> str:
                       f"(<= 15%: {'MET' if shares[default] <= 0.15 else 'NOT MET'})")
     if "level" in r:
         lv = r["level"]
-        seq, par = best(lv["sequential"]), best(lv["parallel"])
+        times = {m: best(ts) for m, ts in lv["times"].items()}
+        base = times[next(iter(times))]
         lines += ["", f"(7) one level of three trainings (ticket, reinit, random_prune; LeNet-300-100, {lv['iterations']} "
                       f"iterations each, {lv['threads']} torch thread(s) per network), min over interleaved repetitions:",
-                  f"    one after another {seq:.2f}s; parallel_branches={lv['workers']} {par:.2f}s: {par / seq:.3f}x "
-                  f"(workers' start, once per experiment: {best(lv['startup']):.2f}s); "
-                  f"results identical: {lv['identical_results']}"]
-        checks.append(f"level with parallel_branches={lv['workers']}: {par / seq:.3f}x the sequential level "
-                      f"(<= 0.75x: {'MET' if par / seq <= 0.75 else 'NOT MET'})")
+                  *(f"    {m:<55} {lv['workers'][m]} worker(s) {t:6.2f}s ({t / base:.3f}x)" for m, t in times.items()),
+                  f"    workers' start, once per experiment: {best(lv['startup']):.2f}s; "
+                  f"results identical in every mode: {lv['identical_results']}"]
+        default = "parallel_branches=auto (the default)"
+        checks.append(f"level with {default}: {times[default] / base:.3f}x the branches one after another as before "
+                      f"issue 20 (<= 0.75x: {'MET' if times[default] / base <= 0.75 else 'NOT MET'}); "
+                      f"{times[default] / times['one after another, evaluation beside training']:.3f}x one after "
+                      f"another with evaluation beside training")
     if mem:
         rs = mem["rss_mb"]
         first, last = min(k for k in rs if k >= 1), max(rs)
