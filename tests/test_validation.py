@@ -174,9 +174,9 @@ def test_every_config_group_option_composes_and_validates():
 
 
 def test_the_schemas_controls_are_the_branch_registry():
-    from lth.lottery.branches import CONTROLS as REGISTERED
+    from lth.lottery.branches import controls
 
-    assert CONTROLS == REGISTERED
+    assert CONTROLS == controls()
 
 
 def test_a_new_field_is_checked_from_its_declaration(monkeypatch):

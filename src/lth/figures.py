@@ -44,8 +44,6 @@ def register_branch_style(name: str, **style) -> None:
 def branch_style(name: str, index: int = 0) -> dict:
     """The style of branch ``name``; for an unknown name, one derived from ``index`` (its rank
     among the unknown names of a figure), labelled with the name itself."""
-    import lth.lottery.branches  # noqa: F401  (registers every branch's style)
-
     if name in BRANCH_STYLE:
         return dict(BRANCH_STYLE[name])
     return dict(color=_FALLBACK_COLORS[index % len(_FALLBACK_COLORS)],

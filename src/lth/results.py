@@ -24,15 +24,13 @@ COLUMNS = [
 ]
 
 
-def sort_rows(rows: list[dict]) -> list[dict]:
-    """By level, then in the branch registry's order."""
-    from lth.lottery.branches import order
-
+def sort_rows(rows: list[dict], order) -> list[dict]:
+    """By level, then by ``order(branch)`` (the lottery's branch registry order)."""
     return sorted(rows, key=lambda r: (r["round"], order(r["branch"]), r["branch"]))
 
 
 def write_results(rows: list[dict], out_dir: Path) -> None:
-    rows = sort_rows(rows)
+    """results.csv and results.json of ``rows``, in their order."""
     extra = []
     for row in rows:
         extra += [k for k in row if k not in COLUMNS and k not in extra]
@@ -50,12 +48,12 @@ def _fmt(value, spec: str) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """A short fixed-width table of the rounds, as printed at the end of an experiment."""
+    """A short fixed-width table of ``rows`` in their order, as printed at the end of an experiment."""
     barrier = any("instability" in r for r in rows)
     header = (f"{'round':>5} {'branch':<16} {'remaining %':>11} {'es iter':>8} {'test@es':>8} {'final test':>10} "
               f"{'min val loss':>12}" + (f" {'barrier':>8}" if barrier else ""))
     lines = [header, "-" * len(header)]
-    for r in sort_rows(rows):
+    for r in rows:
         flag = "  diverged" if r.get("diverged") else ""
         extra = f" {_fmt(r['instability'], '8.4f')}" if barrier and "instability" in r else ""
         lines.append(

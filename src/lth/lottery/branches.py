@@ -7,7 +7,8 @@ in registry order. Branches are not part of an experiment's identity (``lth.iden
 one to a finished experiment trains only its networks.
 
 To add a branch: subclass :class:`Branch` in one file, decorate it with :func:`register`, import
-that file at the bottom of this one, and give it a config switch and tests.
+that file in ``lth/lottery/__init__.py`` (which assembles the registry), and give it a config switch
+and tests.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from lth.distributed import sync_mask
+from lth.figures import register_branch_style
 from lth.pruning import Mask, random_mask_like
 
 if TYPE_CHECKING:
@@ -27,8 +29,6 @@ REGISTRY: dict[str, type[Branch]] = {}
 
 
 def register(cls: type[Branch]) -> type[Branch]:
-    from lth.figures import register_branch_style
-
     REGISTRY[cls.name] = cls
     register_branch_style(cls.name, **cls.style)
     return cls
@@ -158,9 +158,6 @@ def order(branch: str) -> int:
     return names.index(branch) if branch in names else len(names)
 
 
-
-
-# Branches defined in files of their own register themselves on import.
-from lth.lottery import pai_branches, stability_branch  # noqa: E402,F401
-
-CONTROLS: tuple[str, ...] = tuple(name for name, cls in REGISTRY.items() if cls.control)  # controls=[...]
+def controls() -> tuple[str, ...]:
+    """The registered branches that ``controls=[...]`` selects."""
+    return tuple(name for name, cls in REGISTRY.items() if cls.control)

@@ -418,12 +418,14 @@ KINDS: tuple[FileKind, ...] = (
 )
 
 
+class ExperimentError(RuntimeError):
+    """A problem the user can fix (wrong folder, diverged search, a second writer); reported without a traceback."""
+
+
 @contextlib.contextmanager
 def experiment_lock(folder: Path):
     """One writer per experiment: an exclusive ``flock`` on ``<folder>/.lock``, which holds the owner's
     pid. The kernel drops it when the process ends, however it ends, so a killed run never blocks a resume."""
-    from lth.lottery.plan import ExperimentError
-
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a+") as handle:
         try:

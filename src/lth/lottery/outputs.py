@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lth.figures import plot_learning_curves, plot_sparsity_figure
+from lth.lottery.branches import order
 from lth.results import format_table, sort_rows, write_results
 
 
@@ -18,7 +19,7 @@ def collect_rows(lot, rows: list[dict], write: bool = False) -> list[dict]:
         if (row["round"], row["branch"]) not in seen and row["round"] <= lot.rounds:
             seen.add((row["round"], row["branch"]))
             extra.append(row)
-    out = sort_rows(rows + extra)
+    out = sort_rows(rows + extra, order)
     if write:
         write_results(out, lot.dir)
     return out
@@ -45,4 +46,4 @@ def write_outputs(lot, rows: list[dict]) -> list[Path]:
 
 
 def print_summary(lot, rows: list[dict]) -> None:
-    print(f"\nLottery-ticket experiment {lot.name}\n{format_table(rows)}\n\nResults in {lot.dir}", flush=True)
+    print(f"\nLottery-ticket experiment {lot.name}\n{format_table(sort_rows(rows, order))}\n\nResults in {lot.dir}", flush=True)

@@ -31,9 +31,9 @@ from torch import nn
 
 from lth.distributed import sync_mask
 from lth.identity import dense_hash, experiment_hash
-from lth.lottery import branches as registry
+import lth.lottery.branches as registry
 from lth.lottery.dense import dense_round
-from lth.lottery.layout import FORMAT, Expected, Layout, check_experiment_json
+from lth.lottery.layout import FORMAT, ExperimentError, Expected, Layout, check_experiment_json
 from lth.lottery.stacking import stacking_on, train_stacked_level
 from lth.lottery.outputs import collect_rows, print_summary, write_outputs
 from lth.lottery.parallel import BranchPool, parallel_workers
@@ -53,10 +53,6 @@ def run_id(cfg: DictConfig, folder: Path) -> str:
     """The W&B run of this experiment in this folder: its hash, and the folder's (two folders of one
     configuration are two runs)."""
     return f"{experiment_hash(cfg)}-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:6]}"
-
-
-class ExperimentError(RuntimeError):
-    """A problem the user can fix (wrong folder, diverged search); reported without a traceback."""
 
 
 class Lottery:
