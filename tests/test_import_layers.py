@@ -1,0 +1,54 @@
+"""Imports flow one way: run/report -> lottery -> training -> pruning, models, data (and the shared
+utilities). A lower layer importing a higher one, even inside a function, would close an import circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "lth"
+LAYERS = {  # package -> the lth packages and modules it must never import
+    "training": ("lth.lottery", "lth.report", "lth.run"),
+    "pruning": ("lth.lottery", "lth.report", "lth.run", "lth.training"),
+    "models": ("lth.lottery", "lth.report", "lth.run", "lth.training", "lth.pruning"),
+    "data": ("lth.lottery", "lth.report", "lth.run", "lth.training", "lth.pruning", "lth.models"),
+}
+UTILITIES = ("results", "figures", "storage", "identity", "config_schema", "tracking", "progress")
+
+
+def imported(path: Path) -> set[str]:
+    """Every module ``path`` imports at run time (inside functions too; not under ``if TYPE_CHECKING``)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for body in node.body for n in ast.walk(body)}
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def violations(files, forbidden) -> list[str]:
+    return [f"{f.relative_to(SRC)} imports {m}" for f in files for m in sorted(imported(f))
+            if any(m == p or m.startswith(p + ".") for p in forbidden)]
+
+
+def test_lower_layers_never_import_higher_ones():
+    bad = [v for package, forbidden in LAYERS.items() for v in violations(sorted((SRC / package).rglob("*.py")), forbidden)]
+    assert bad == []
+
+
+def test_shared_utilities_never_import_the_lottery_or_the_entry_points():
+    bad = violations([SRC / f"{name}.py" for name in UTILITIES], ("lth.lottery", "lth.report", "lth.run"))
+    assert bad == []
+
+
+def test_the_check_sees_a_forbidden_import(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lth.lottery import Lottery\n"
+                     "def f():\n    from lth.lottery.branches import order\n")
+    assert imported(probe) == {"typing", "typing.TYPE_CHECKING", "lth.lottery.branches", "lth.lottery.branches.order"}
