@@ -191,3 +191,22 @@ def test_an_analysis_setting_retrains_only_the_branches_that_read_it(tmp_path):
     assert [r for r in rows1 if r["branch"] != "snip"] == [r for r in rows2 if r["branch"] != "snip"]
     _, rows3, trained = run()
     assert trained == [] and rows3 == rows1
+
+
+def test_results_csv_never_lists_a_branch_computed_under_other_settings(tmp_path):
+    """A SNIP network scored on 3 examples per class stays on disk, but a later run whose settings say 10 (and
+    that does not train SNIP) does not list it in results.csv; one whose settings say 3 does."""
+    import csv
+
+    from lth.lottery import Lottery
+
+    folder = tmp_path / "exp"
+    small = [*TINY, "prune.rounds=1"]
+    Lottery(compose_config([*small, "controls=[snip]", "analysis.score_examples_per_class=3"]), folder).run()
+
+    def listed(*extra):
+        Lottery(compose_config([*small, *extra]), folder).run()
+        return {r["branch"] for r in csv.DictReader((folder / "results.csv").open())}
+
+    assert listed() == {"ticket"}
+    assert listed("analysis.score_examples_per_class=3") == {"ticket", "snip"}
