@@ -53,11 +53,14 @@ def expected(name: str, point: dict) -> dict:
         w = point["lr_warmup"] == "true"
         return dict(resnet, lr=0.03 if w else 0.1, warmup=w, warmup_iterations=20000, rounds=20, controls={"reinit"},
                     milestones=[20000, 25000])
+    # The 2020 and 2021 papers' code (OpenLTH's cifar_resnet_20): 160 epochs of ceil(50,000/128) = 391
+    # iterations, lr x0.1 at epochs 80 and 120.
+    openlth = dict(resnet, iterations=160 * 391, milestones=[80 * 391, 120 * 391])
     if name == "instability_rewind":
-        return dict(resnet, lr=0.1, warmup=False, rounds=8, rewind=int(point["rewind_iteration"]), controls=set(),
+        return dict(openlth, lr=0.1, warmup=False, rounds=8, rewind=int(point["rewind_iteration"]), controls=set(),
                     instability=True)
     if name == "pai_vs_imp":
-        return dict(resnet, lr=0.1, warmup=False, rounds=20, controls={"random_prune", "snip", "grasp", "synflow",
+        return dict(openlth, lr=0.1, warmup=False, rounds=20, controls={"random_prune", "snip", "grasp", "synflow",
                     "magnitude_init", "snip_shuffle", "snip_reinit", "snip_invert", "synflow_shuffle"},
                     examples_per_class=10, synflow_iterations=100)
     raise AssertionError(f"no expectation written for the preset {name}: add one")

@@ -57,6 +57,7 @@ def test_resnet50_protocol_counts_epochs_of_the_training_images_left():
 def test_imagenet_preset_sweeps_five_seeds_over_rewind_epochs():
     cfg = compose_config(["experiment=paper/imagenet_resnet50", "data.path=/anywhere", *FAST])
     assert cfg.model.name == "resnet50" and cfg.instability and cfg.prune.rounds == 5
+    assert cfg.prune.schedule == "oneshot"  # the 2020 paper prunes its ImageNet networks one-shot
     params = OmegaConf.load(REPO / "conf/experiment/paper/imagenet_resnet50.yaml").hydra.sweeper.params
     assert str(params.seed).split(",") == ["0", "1", "2", "3", "4"]
     rewind = [int(k) for k in str(params.rewind_iteration).split(",")]
