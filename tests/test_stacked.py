@@ -266,3 +266,19 @@ def test_which_networks_stack():
     assert why_alone(cfg("auto"), small) is None and why_alone(cfg(True), big) is None
     assert "parameters" in why_alone(cfg("auto"), big)
     assert "dropout" in why_alone(cfg(True), LeNet((1, 8, 8), 10, dropout=0.5))
+
+
+@pytest.mark.slow
+def test_a_stack_reads_the_test_split_only_where_each_network_would_alone(tmp_path):
+    """test_curve=false: the stack's curves have the test split exactly where each network's curve has it alone
+    (new validation minima, the last point), NaN elsewhere; with test_curve=true, at every point."""
+    noisy = ["optimizer.lr=0.05", "train.iterations=60", "prune.rounds=1"]  # validation loss rises between minima
+    alone_lot, alone = run(tmp_path / "alone", stack=False, extra=noisy)
+    stack_lot, stacked = run(tmp_path / "stacked", stack=True, extra=noisy)
+    a, s = rows_by_key(alone), rows_by_key(stacked)
+    assert_trained_as_alone(alone_lot, stack_lot, a, s, stack_sizes={0: 1, 1: 4})
+    curves = [read_curve(stack_lot.layout.curve(1, b.key)) for b in stack_lot.branches]
+    assert any(math.isnan(p["test_loss"]) for c in curves for p in c)  # some points skip the test split
+    full_lot, _ = run(tmp_path / "full", stack=True, extra=[*noisy, "test_curve=true"])
+    assert not any(math.isnan(p["test_loss"]) for b in full_lot.branches
+                   for p in read_curve(full_lot.layout.curve(1, b.key)))

@@ -37,15 +37,19 @@ def evaluate_stack(net, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tu
 
 
 class StackedEvaluation(pl.Callback):
-    """``PeriodicEvaluation`` for a stack: evaluates val and test at the start, at absolute
-    iterations ``every, 2*every, ...`` and at the last one; one curve per network.
+    """``PeriodicEvaluation`` for a stack: evaluates val at the start, at absolute iterations
+    ``every, 2*every, ...`` and at the last one; one curve per network. The test split, as alone: at
+    every point with ``test_curve``, else only where some network needs it (a new minimum of its
+    validation loss, the last iteration, a divergence); a network that does not need it gets NaN
+    there, as alone, so that its curve is the one it would have alone.
 
     ``on_point(i, point)`` is called for each point of network ``i``. The curves and the divergence
     of each network are in the callback's state, so a resumed checkpoint carries them."""
 
     def __init__(self, splits: dict, every: int, end_iteration: int, batch_size: int, n: int, on_point=None,
-                 divergence_factor: float = 0.0):
+                 divergence_factor: float = 0.0, test_curve: bool = False):
         self.divergence_factor = float(divergence_factor)  # as PeriodicEvaluation's
+        self.test_curve = test_curve
         self.splits = splits
         self.every = every
         self.end_iteration = end_iteration
@@ -76,13 +80,14 @@ class StackedEvaluation(pl.Callback):
         if not live:
             trainer.should_stop = True
             return
-        results = {s: evaluate_stack(pl_module.net, *self.splits[s], self.batch_size) for s in ("val", "test")}
+        val = evaluate_stack(pl_module.net, *self.splits["val"], self.batch_size)
+        needs = {i for i in live if self._needs_test(i, it, val[0][i])}
+        test = evaluate_stack(pl_module.net, *self.splits["test"], self.batch_size) if needs else None
         lr = pl_module.optimizer_settings.lr * pl_module.lr_factor(it)
         self.elapsed = time.perf_counter() - self._t0
         for i in live:
-            point = {"iteration": it, "train_loss": train_losses[i]}
-            for split in ("val", "test"):
-                point[f"{split}_loss"], point[f"{split}_acc"] = results[split][0][i], results[split][1][i]
+            point = {"iteration": it, "train_loss": train_losses[i], "val_loss": val[0][i], "val_acc": val[1][i]}
+            point["test_loss"], point["test_acc"] = (test[0][i], test[1][i]) if i in needs else (math.nan, math.nan)
             point["lr"] = lr
             point["time_s"] = self.elapsed
             self.curves[i].append(point)
@@ -96,6 +101,14 @@ class StackedEvaluation(pl.Callback):
                                     f"{self.divergence_factor:g}x its start ({start:.3g}; divergence_factor)")
         if all(d is not None for d in self.diverged):
             trainer.should_stop = True
+
+    def _needs_test(self, i: int, it: int, val: float) -> bool:
+        """Whether network ``i`` reads the test split at this point (``PeriodicEvaluation._measure``'s rule)."""
+        curve = self.curves[i]
+        best = min((p["val_loss"] for p in curve if math.isfinite(p["val_loss"])), default=math.inf)
+        start = curve[0]["val_loss"] if curve else val
+        exploded = self.divergence_factor > 0 and val > self.divergence_factor * start
+        return self.test_curve or it == self.end_iteration or not math.isfinite(val) or val < best or exploded
 
     @property
     def curve(self) -> list[dict]:

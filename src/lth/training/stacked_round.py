@@ -93,7 +93,8 @@ def train_stacked(rt, trainings: list[Training], cuda_graph: bool = True) -> lis
                 if rt.tracker else None)
     evaluation = StackedEvaluation({s: rt.dm.splits[s] for s in ("val", "test")}, int(cfg.eval_every), end,
                                    int(cfg.eval_batch_size), n, on_point=on_point,
-                                   divergence_factor=float(cfg.get("divergence_factor", 0)))
+                                   divergence_factor=float(cfg.get("divergence_factor", 0)),
+                                   test_curve=bool(cfg.get("test_curve", False)))
     folder = stack_folder(trainings)
     ckpt_dir = folder / "checkpoints"
     names = ", ".join(t.branch for t in trainings)
