@@ -177,6 +177,9 @@ def test_a_signal_at_any_moment_exits_with_128_plus_it_and_keeps_finished_work(t
             assert "while starting" in line and not folder.exists()
         if at in ("between_levels", "mask", "figures"):  # the dense round is finished and kept
             assert json.loads((folder / "round_00" / "ticket" / "row.json").read_text())["round"] == 0
+            assert (folder / "results.csv").exists()
+        if at in ("between_levels", "mask"):  # a signal does not wait for the figures: the next run draws them
+            assert not (folder / "lottery_ticket.png").exists(), at
         if at == "figures":  # every round is finished and kept
             assert (folder / "round_01" / "ticket" / "row.json").exists()
         assert not list(folder.rglob(".*.tmp")), at

@@ -28,8 +28,11 @@ def collect_rows(lot, rows: list[dict], write: bool = False) -> list[dict]:
     return out
 
 
-def write_outputs(lot, rows: list[dict]) -> list[Path]:
+def write_outputs(lot, rows: list[dict], draw: bool = True) -> list[Path]:
+    """results.csv/json and (``draw``) the figures; the paths of the figures written."""
     rows = collect_rows(lot, rows, write=True)
+    if not draw:
+        return []
     ok = [r for r in rows if not r.get("diverged")]
     series: dict[str, list[dict]] = {}
     for r in ok:

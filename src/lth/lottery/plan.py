@@ -41,6 +41,7 @@ from lth.models import build_model
 from lth.progress import ExperimentProgress, LotteryProgressBar
 from lth.pruning import Mask
 from lth.pruning.rule import PruningRule
+from lth.signals import Interrupted
 from lth.storage import atomic_torch_save, atomic_write_json, atomic_write_text
 from lth.tracking import Tracker
 from lth.training.device import resolve_device
@@ -89,14 +90,18 @@ class Lottery:
         torch.set_num_threads(int(self.cfg.trainer.get("torch_threads", 1)))  # as in every worker: same bits
         if self.rounds and len(self.branches) > 1:
             self.pool.warm_up()
+        stopping = False  # a signal: results.csv is written, the figures wait for the run that continues
         try:
             for level in range(self.rounds + 1):
                 rows += self.train_level(level)
                 self.check_search_alive(level, rows)
                 collect_rows(self, rows, write=True)
+        except Interrupted:
+            stopping = True
+            raise
         finally:
             self.pool.close()
-            figures = write_outputs(self, rows) if rows else []
+            figures = write_outputs(self, rows, draw=not stopping) if rows else []
             self.tracker.finish(collect_rows(self, rows), figures)
         print_summary(self, rows)
         self.tracker.announce()  # the ``wandb sync`` command of an offline run: the job's last line
