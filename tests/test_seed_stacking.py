@@ -22,10 +22,11 @@ from lth.lottery.seeds import train_trials, why_not_stacked
 from lth.pruning import Mask
 from lth.storage import load_tensors
 from tests.conftest import FAST, compose_config
-from tests.test_stacked import TIMING, FirstBatches, Float64Lottery, close, read_curve, rows_by_key
+from tests.test_stacked import TRAINER, FirstBatches, Float64Lottery, close, read_curve, rows_by_key
 
 SEEDS = (0, 1, 2)
-BASE = ["experiment=quickstart", *FAST, "model.arch.hidden=[16,8]", "train.iterations=30", "eval_every=5",
+# LTH_TEST_TRAINER=gpu: the same comparisons on a GPU (as tests/test_stacked.py)
+BASE = ["experiment=quickstart", *[f"trainer={TRAINER}" if o == "trainer=cpu" else o for o in FAST], "model.arch.hidden=[16,8]", "train.iterations=30", "eval_every=5",
         "checkpoint_every=10", "trainer.steps_per_call=5", "prune.rounds=2", "controls=[reinit]"]
 BRANCHES = ("ticket", "reinit")
 
