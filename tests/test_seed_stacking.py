@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from lth.lottery.seeds import train_trials, why_not_stacked
 from lth.pruning import Mask
 from lth.storage import load_tensors
 from tests.conftest import FAST, compose_config
-from tests.test_stacked import TRAINER, FirstBatches, Float64Lottery, close, read_curve, rows_by_key
+from tests.test_stacked import TRAINER, FirstBatches, Float64Lottery, Interrupt, InterruptAt, close, read_curve, \
+    rows_by_key
 
 SEEDS = (0, 1, 2)
 # LTH_TEST_TRAINER=gpu: the same comparisons on a GPU (as tests/test_stacked.py)
@@ -117,6 +119,31 @@ def test_trials_at_different_levels_resume_together(tmp_path, alone):
     for s, folder in zip((0, 1), folders):
         lot = Float64Lottery(cfg(s), folder)
         assert_as_alone(alone[s][0], lot, alone[s][1], rows_by_key(lot.run()), expected[s])
+
+
+def test_an_interrupted_seed_stack_resumes_to_each_seeds_own_results(tmp_path, alone, caplog):
+    """Stopped at iteration 20 of the first stack (the seeds' dense rounds), then run again: the stack
+    continues from its checkpoint and every seed ends as its own run."""
+
+    class Stopped(Float64Lottery):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra_callbacks.append(stop)
+
+    stop = InterruptAt(20)
+    folders = [tmp_path / "seed0", tmp_path / "seed1"]
+    trials = [(cfg(s), f) for s, f in zip((0, 1), folders)]
+    with pytest.raises(Interrupt):
+        train_trials(trials, lottery=Stopped)
+    assert stop.fired and list(tmp_path.rglob(".stack-*/checkpoints/last.ckpt"))  # checkpoint_every=10
+    with caplog.at_level(logging.INFO, logger="lth"):
+        assert train_trials(trials, lottery=Float64Lottery) == folders
+    assert "2 networks stacked (ticket, ticket), iterations 0..30 (resuming from" in caplog.text
+    stacked = {(0, "ticket"): 2, **{(lv, b): 4 for lv in (1, 2) for b in BRANCHES}}
+    for s, folder in zip((0, 1), folders):
+        lot = Float64Lottery(cfg(s), folder)
+        assert_as_alone(alone[s][0], lot, alone[s][1], rows_by_key(lot.run()), stacked)
+    assert not list(tmp_path.rglob(".stack-*"))
 
 
 def test_which_jobs_stack_as_seed_trials():
