@@ -159,11 +159,13 @@ def test_which_jobs_stack_as_seed_trials():
 def test_the_lth_seeds_launcher_stacks_a_seed_sweep_and_each_job_reports_as_usual(tmp_path):
     """``-m hydra/launcher=lth_seeds seed=0,1``: each seed's folder, results.csv (with ``stacked``) and
     job record as with Hydra's basic launcher, one sweep report; the same command again trains nothing."""
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    from tests.wandb_records import history, run_record, wait_for_exit
+
+    env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("LTH_SWEEP_NAME", None)
     cmd = [sys.executable, "-m", "lth.run", "-m", "hydra/launcher=lth_seeds", "seed=0,1", "stack_networks=true",
            "experiment=quickstart", "model.arch.hidden=[16,8]", "train.iterations=20", "eval_every=10",
-           "prune.rounds=1", "logger=none", "trainer=cpu", "trainer.enable_progress_bar=false"]
+           "prune.rounds=1", "logger=wandb", "logger.mode=offline", "trainer=cpu", "trainer.enable_progress_bar=false"]
     tables = []
     for attempt in range(2):
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=560)
@@ -178,4 +180,12 @@ def test_the_lth_seeds_launcher_stacks_a_seed_sweep_and_each_job_reports_as_usua
         records = [json.loads(p.read_text()) for p in sorted((sweep / ".jobs").glob("*.json"))]
         assert [r["status"] for r in records] == ["done", "done"]  # each job's JobReturn reached the callback
         assert "2 finished experiment(s) in 1 setting(s)" in (sweep / "report.md").read_text()
+        if attempt == 0:  # each seed's own W&B run holds its levels (logged from its files, as on a resume)
+            logs = sorted(sweep.glob("*/wandb/offline-run-*/*.wandb"))
+            assert [f.parents[2] for f in logs] == jobs
+            for f in logs:
+                wait_for_exit(f)
+                assert run_record(f).display_name == f.parents[2].name
+                keys = {k for h in history(f) for k in h}
+                assert {"level/ticket/test_acc_at_es", "level/reinit/test_acc_at_es"} <= keys, keys
     assert tables[0] == tables[1]  # the same rows, training times included: nothing trained again
