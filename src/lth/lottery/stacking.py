@@ -16,7 +16,9 @@ graph's speed for one network), alone when it also captures θK (``rewind_iterat
 Never stacked (trained alone whatever the setting): networks with dropout (``lth.training.stacked.unstackable``), data-parallel
 (DDP) or mixed-precision training. Rows come back in registry order either way, and each
 branch's analyses (``Branch.finish``, e.g. the instability barrier, which reads the ticket's
-final weights) run after the whole level has trained.
+final weights) run after the whole level has trained. :func:`train_together` also stacks the
+trainings of several experiments: the seed trials of a sweep (``hydra/launcher=lth_seeds``,
+``lth.lottery.seeds``).
 """
 
 from __future__ import annotations
