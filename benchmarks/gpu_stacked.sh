@@ -16,6 +16,8 @@ timeout 60 python3 -m benchmarks.stacked --device cuda --sizes 1,10,16,64 --reps
 echo "== 2. stacked = alone on CUDA, float64, CUDA graph (tests/test_stacked.py with trainer=gpu)"
 timeout 90 python3 -m pytest tests/test_stacked.py -x -q -p no:cacheprovider --durations=5 -W ignore \
     -k "float64 or milestones or diverging" 2>&1 | tail -25 | tee "$OUT/tests.txt"
+timeout 60 python3 -m pytest tests/test_seed_stacking.py -x -q -p no:cacheprovider --durations=3 -W ignore \
+    -k "float64 or different_levels" 2>&1 | tail -8 | tee -a "$OUT/tests.txt"   # seed trials stacked = alone
 
 echo "== 3. benchmarks/run.py on CUDA (LeNet; section 6: 16 stacked)"
 timeout 45 python3 -m benchmarks.run --device cuda --reps 1 --models LeNet-300-100 --stacked 16 \
@@ -33,3 +35,8 @@ grep -h "CUDA graph" /tmp/lottery/run.log 2>&1 | tee -a "$OUT/lottery.txt"
 echo "== 5. stacked Conv-2 (random CIFAR-shaped data) network-steps/s"
 timeout 40 python3 -m benchmarks.stacked --device cuda --model Conv-2 --sizes 1,4,8 --reps 1 --steps 200 --warmup 20 \
     2>&1 | grep -v Warning | tee "$OUT/conv2.txt"
+
+echo "== 6. 5 seed trials of a 2,000-iteration LeNet lottery on MNIST: one stack per level (hydra/launcher=lth_seeds) vs one after another"
+timeout 120 python3 -m benchmarks.stacked --device cuda --only-seeds --seeds 5 --reps 1 --seed-overrides \
+    "model=lenet300_100,controls=[reinit],prune.rounds=1,train.iterations=2000,eval_every=100,checkpoint_every=1000,logger=none" \
+    2>&1 | grep -v Warning | tail -3 | tee "$OUT/seeds.txt"

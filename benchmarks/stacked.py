@@ -2,6 +2,7 @@
 
     python -m benchmarks.stacked --device cuda --sizes 1,10,16,64     # on a GPU
     python -m benchmarks.stacked --sizes 1,4 --steps 200               # on the CPU
+    python -m benchmarks.stacked --seeds 5                             # + a seed sweep, stacked or not
 
 Measures lth's real stacked path (``StackedModule`` in the Trainer of ``RoundTrainer.make_trainer``
 with the callbacks of a stacked round, fed by ``StackedStream``, every network with its own data
@@ -9,11 +10,19 @@ order and a random mask keeping ~10%) in **network-steps per second** (N x optim
 second), beside lth's single-network step (``benchmarks.run.lth_step``, mask variant) in steps
 per second, measured in the same process with interleaved repetitions (median). On CUDA the
 stacked step is replayed from a CUDA graph; ``--eager`` also times it without.
+
+``--seeds N``: the wall time of N seed trials of one experiment (``--seed-overrides``, default the
+quick start on digits, 2 rounds), trained as one stack per level (``lth.lottery.seeds``, what
+``hydra/launcher=lth_seeds`` runs) against one experiment after another (each with its level's
+branches stacked, as ``stack_networks=true`` alone), each including its outputs; min over
+interleaved repetitions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
 import sys
 import tempfile
@@ -104,6 +113,32 @@ def measure(name: str, device, sizes: list[int], steps: int, warmup: int, reps: 
     return {"median": {k: statistics.median(v) for k, v in runs.items()}, "runs": runs, "stats": stats}
 
 
+SEED_OVERRIDES = "experiment=quickstart,train.iterations=300,eval_every=50,prune.rounds=2,logger=none"
+
+
+def seed_sweep(device, seeds: int, overrides: list[str], reps: int, tmp: Path) -> dict:
+    """Wall seconds (min over ``reps`` interleaved repetitions) of ``seeds`` trials of one experiment:
+    ``separate`` (one experiment after another) and ``stacked`` (their levels as stacks, then each
+    experiment's outputs, as ``hydra/launcher=lth_seeds``)."""
+    from lth.lottery import Lottery
+    from lth.lottery.seeds import train_trials
+
+    cfgs = [compose([*overrides, f"trainer={trainer_name(device)}", "trainer.enable_progress_bar=false",
+                     "stack_networks=true", f"seed={s}"]) for s in range(seeds)]
+    times: dict[str, list[float]] = {"separate": [], "stacked": []}
+    for rep in range(reps):
+        for kind in ("separate", "stacked") if rep % 2 == 0 else ("stacked", "separate"):
+            folders = [tmp / f"seeds-{kind}-{rep}" / f"seed{s}" for s in range(seeds)]
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):  # each experiment's summary table
+                if kind == "stacked":
+                    train_trials(list(zip(cfgs, folders)))
+                for c, f in zip(cfgs, folders):
+                    Lottery(c, f).run()
+            times[kind].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in times.items()}
+
+
 def format_stacked(name: str, result: dict, sizes: list[int]) -> str:
     med = result["median"]
     single = med["single"]
@@ -129,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--eager", action="store_true", help="also time the stacked step without a CUDA graph")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=0, help="also time a sweep of this many seed trials, stacked or not")
+    ap.add_argument("--seed-overrides", default=SEED_OVERRIDES, help="the seed trials' experiment (comma-separated)")
+    ap.add_argument("--only-seeds", action="store_true", help="time only the seed sweep")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
@@ -139,12 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (1000 if cuda else 200)
     warmup = args.warmup or (100 if cuda else 20)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = measure(args.model, device, sizes, steps, warmup, args.reps, args.eager, Path(tmp))
     where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} torch threads"
-    print(f"device: {where}; torch {torch.__version__}; {args.reps} interleaved repetitions, {steps} timed steps")
-    print(format_stacked(args.model, result, sizes))
-    print(f"graph captures per run: {result['stats']}; {time.perf_counter() - t0:.0f}s")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.only_seeds:
+            result = measure(args.model, device, sizes, steps, warmup, args.reps, args.eager, Path(tmp))
+            print(f"device: {where}; torch {torch.__version__}; {args.reps} interleaved repetitions, {steps} timed steps")
+            print(format_stacked(args.model, result, sizes))
+            print(f"graph captures per run: {result['stats']}")
+        if args.seeds:
+            sweep = seed_sweep(device, args.seeds, args.seed_overrides.split(","), args.reps, Path(tmp))
+            print(f"{args.seeds} seed trials ({args.seed_overrides}) on {where}, min of {args.reps}: one after another "
+                  f"{sweep['separate']:.1f}s, stacked (hydra/launcher=lth_seeds) {sweep['stacked']:.1f}s: "
+                  f"{sweep['separate'] / sweep['stacked']:.2f}x")
+    print(f"{time.perf_counter() - t0:.0f}s")
     return 0
 
 

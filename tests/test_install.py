@@ -95,3 +95,13 @@ def test_quickstart_from_outside_the_repository(installed, tmp_path):
     lines = results.read_text().splitlines()
     assert lines[0].startswith("round,") or "round" in lines[0].split(",")
     assert len(lines) >= 3  # header, the dense round, round 1
+
+
+def test_the_wheel_ships_the_seed_launcher_where_hydra_finds_it(installed, tmp_path):
+    site, env = installed
+    code = ("from hydra.core.plugins import Plugins; from hydra.plugins.launcher import Launcher; "
+            "import sys; [print(sys.modules[c.__module__].__file__) for c in Plugins.instance().discover(Launcher) "
+            "if c.__name__ == 'SeedStackLauncher']")
+    out = _run([sys.executable, "-c", code], cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).is_relative_to(site), out.stdout  # hydra/launcher=lth_seeds

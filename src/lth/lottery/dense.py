@@ -41,7 +41,7 @@ def dense_round(lot) -> dict:
         return Training(0, "ticket", store, lot.ticket_mask(0), lot.model_at(lot.theta0), 0, lot.seed, keep_final=True,
                         capture_at=k or None, capture_path=theta_k)
 
-    with _locked(store):
+    with locked(store):
         row = train_one(lot, training())  # stacked alone (a CUDA graph) where stack_networks allows
         if k and not row["diverged"] and not theta_k.exists():
             lot.trainer.replay(training(), until=k)
@@ -71,8 +71,18 @@ def _publish(src: Path, dst: Path) -> None:
         atomic_write_bytes(dst, src.read_bytes())
 
 
+def dense_to_train(lot) -> Training | None:
+    """The dense round's training when neither the experiment nor its shared store holds it yet, for a
+    stack across experiments (``lth.lottery.seeds``; the caller holds :func:`locked` on the store). It
+    captures no θK: :func:`dense_round` then replays the first K iterations, the same θK."""
+    store = lot.layout.dense_store(dense_hash(lot.cfg))
+    if lot.trainer.finished(lot.layout.branch(0, "ticket"), True) or lot.trainer.finished(store, True):
+        return None
+    return Training(0, "ticket", store, lot.ticket_mask(0), lot.model_at(lot.theta0), 0, lot.seed, keep_final=True)
+
+
 @contextlib.contextmanager
-def _locked(store: Path):
+def locked(store: Path):
     """One process at a time trains a shared dense round (parallel sweep jobs wait for it)."""
     if not is_writer():  # DDP ranks > 0 follow rank 0 into the same training
         yield

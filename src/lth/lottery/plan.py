@@ -111,11 +111,27 @@ class Lottery:
         """The rows of every branch at ``level``, in registry order. The seam where a level's trainings
         are scheduled: the dense round first (the others start from its θK), then the remaining
         trainings stacked (``stack_networks``, ``lth.lottery.stacking``), or through ``self.pool``
-        (``parallel_branches``), or one after another; then each branch's analyses."""
-        branches = [b for b in self.branches if level >= b.first_level]
+        (``parallel_branches``), or one after another; then each branch's analyses. (The seed trials
+        of a sweep, ``hydra/launcher=lth_seeds``, go through :meth:`pending` and :meth:`finish_level`
+        themselves, ``lth.lottery.seeds``.)"""
+        rows, todo = self.pending(level)
+        if todo and self.stacked:
+            trained = train_stacked_level(self, todo)
+        elif len(todo) > 1 and self.pool.workers > 1:
+            trained = self.pool.train(todo)
+            for t, row in zip(todo, trained):
+                self.report(row, t.folder)
+        else:
+            trained = [self.trainer.train(t) for t in todo]
+        rows.update({t.branch: row for t, row in zip(todo, trained)})
+        return self.finish_level(level, rows)
+
+    def pending(self, level: int) -> tuple[dict[str, dict], list[Training]]:
+        """What ``level`` still needs: the rows of its finished trainings (the dense round trained or
+        copied here, at level 0) by branch, and its other trainings."""
         rows: dict[str, dict] = {}
         todo: list[Training] = []
-        for branch in branches:
+        for branch in (b for b in self.branches if level >= b.first_level):
             if level == 0 and branch.name == "ticket":
                 rows[branch.name] = dense_round(self)
                 continue
@@ -128,16 +144,12 @@ class Lottery:
                 todo.append(Training(level, branch.name, folder, branch.mask(level),
                                      self.model_at(branch.start_state(level)), branch.start_iteration(level),
                                      branch.data_seed(level), branch.keep_final))
-        if todo and self.stacked:
-            trained = train_stacked_level(self, todo)
-        elif len(todo) > 1 and self.pool.workers > 1:
-            trained = self.pool.train(todo)
-            for t, row in zip(todo, trained):
-                self.report(row, t.folder)
-        else:
-            trained = [self.trainer.train(t) for t in todo]
-        rows.update({t.branch: row for t, row in zip(todo, trained)})
-        return [b.finish(level, rows[b.name]) for b in branches]  # analyses of a trained network (idempotent)
+        return rows, todo
+
+    def finish_level(self, level: int, rows: dict[str, dict]) -> list[dict]:
+        """The level's rows in registry order (``rows``: every branch's, by name), after each branch's
+        analyses of its trained network (idempotent: e.g. the instability barrier)."""
+        return [b.finish(level, rows[b.name]) for b in self.branches if level >= b.first_level]
 
     def report(self, row: dict, folder: Path) -> None:
         """To W&B, a training that ran in a worker process: its row and its learning curve."""

@@ -16,7 +16,9 @@ graph's speed for one network), alone when it also captures θK (``rewind_iterat
 Never stacked (trained alone whatever the setting): networks with dropout (``lth.training.stacked.unstackable``), data-parallel
 (DDP) or mixed-precision training. Rows come back in registry order either way, and each
 branch's analyses (``Branch.finish``, e.g. the instability barrier, which reads the ticket's
-final weights) run after the whole level has trained.
+final weights) run after the whole level has trained. :func:`train_together` also stacks the
+trainings of several experiments: the seed trials of a sweep (``hydra/launcher=lth_seeds``,
+``lth.lottery.seeds``).
 """
 
 from __future__ import annotations
@@ -72,19 +74,28 @@ def train_one(lot, t: Training) -> dict:
 def train_stacked_level(lot, todo: list[Training]) -> list[dict]:
     """The rows of a level's pending trainings ``todo`` (in its order): each group of one shape and
     start iteration as one stack, a network that cannot be stacked alone."""
-    rows: dict[str, dict] = {}
-    groups: dict[tuple, list[Training]] = {}
-    for t in todo:
+    return train_together([(lot, t) for t in todo])
+
+
+def train_together(todo: list[tuple]) -> list[dict]:
+    """The rows of pending trainings ``(lottery, training)`` (in order), of one experiment or of the
+    seed trials of one setting (``lth.lottery.seeds``): each group of one shape and start iteration as
+    one stack, trained with its first experiment's ``RoundTrainer`` (the experiments of a stack share
+    their data and differ at most in ``seed``, which a training carries in its own start state, mask
+    and data order); a network that cannot be stacked alone, with its own experiment's."""
+    rows: list[dict | None] = [None] * len(todo)
+    groups: dict[tuple, list[int]] = {}
+    for i, (lot, t) in enumerate(todo):
         why = why_alone(lot.cfg, t.model)
         if why:
             log.info("round %d %s trains alone: %s", t.level, t.branch, why)
-            rows[t.branch] = lot.trainer.train(t)
+            rows[i] = lot.trainer.train(t)
             continue
-        groups.setdefault((t.start_iteration, stack_signature(t.model)), []).append(t)
+        groups.setdefault((t.start_iteration, stack_signature(t.model)), []).append(i)
     from lth.training.stacked_round import train_stacked
 
     for group in groups.values():
-        for t, row in zip(group, train_stacked(lot.trainer, group)):
-            rows[t.branch] = row
-            lot.progress.training_finished(row["train_time_s"] / len(group))
-    return [rows[t.branch] for t in todo]
+        for i, row in zip(group, train_stacked(todo[group[0]][0].trainer, [todo[i][1] for i in group])):
+            rows[i] = row
+            todo[i][0].progress.training_finished(row["train_time_s"] / len(group))
+    return rows
