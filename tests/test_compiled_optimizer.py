@@ -11,8 +11,9 @@ from lth.models import LeNet
 from lth.training.module import OptimizerSettings
 from lth.pruning import Mask, MaskEnforcer, prune_layerwise
 from lth.pruning import compiled_optimizer
-from lth.pruning.compiled_optimizer import CompiledMaskedOptimizer, missing_compiler
-from lth.validation import ConfigError, validate_config
+from lth.machine import missing_compiler
+from lth.pruning.compiled_optimizer import CompiledMaskedOptimizer
+from lth.validation import ConfigError
 from tests.conftest import FAST, compose_config
 
 pytestmark = pytest.mark.skipif(missing_compiler("cpu") is not None,

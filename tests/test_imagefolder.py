@@ -159,13 +159,13 @@ def test_prepare_refuses_bad_input_and_damages_nothing(tree, tmp_path):
 @pytest.mark.slow  # five short trainings, SNIP scores and an instability path on the streamed data
 def test_lottery_round_trains_on_a_streamed_dataset(prepared, tmp_path):
     from lth.lottery import Lottery
-    from lth.validation import validate_config
+    from lth.validation import check
 
     cfg = compose_config(["model=conv2", "data=imagefolder", f"data.path={prepared}", f"data.val_size={VAL}",
                           "data.image_size=16", "data.num_workers=0", *FAST, "prune.rounds=1", "train.iterations=20",
                           "train.batch_size=20", "train.augment=true", "eval_every=10", "checkpoint_every=10",
                           "eval_batch_size=50", "rewind_iteration=5", "controls=[snip]", "instability=true"])
-    validate_config(cfg, check_model=True)
+    check(cfg, model=True)
     rows = Lottery(cfg, tmp_path / "exp").run()
     by = {(r["round"], r["branch"]): r for r in rows}
     assert {(0, "ticket"), (1, "ticket"), (1, "snip"), (1, "instability")} <= set(by)

@@ -32,6 +32,15 @@ RESULT, SPEED, OUTPUT, PLAN, BRANCH = "result", "speed", "output", "plan", "bran
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PROFILERS = (None, "simple", "advanced", "pytorch", "xla")
 CHECKS = ("", "_shuffle", "_reinit", "_invert")
+# Lightning's strategy and precision names (StrategyRegistry, lightning_fabric's _PRECISION_INPUT), here so that they
+# are checked without importing Lightning; tests/test_validation.py fails when a Lightning upgrade changes them.
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", *(f"{s}_find_unused_parameters_{b}" for s in (
+    "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook") for b in ("false", "true")), "deepspeed", "deepspeed_stage_1",
+    "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device", "single_xla", "xla_debug", "xla",
+    "single_tpu")
+PRECISIONS = (64, 32, 16, "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+              "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16")
 CONTROLS = ("reinit", "random_prune", *(m + c for m in ("snip", "grasp", "synflow", "magnitude_init") for c in CHECKS))
 
 
@@ -182,8 +191,8 @@ class TrainerConfig:
     accelerator: str = key("auto", "cpu | gpu | auto (CPU and GPU results differ in their last bits)",
                            choices=ACCELERATORS, probe="gpu")
     devices: Any = key(1, "devices for one experiment (>1: DDP)", probe=2)
-    strategy: str = key("auto", "Lightning strategy (trainer=ddp sets ddp)", probe="ddp")
-    precision: Any = key("32-true", "Lightning precision", probe="bf16-mixed")
+    strategy: str = key("auto", "Lightning strategy (trainer=ddp sets ddp)", choices=STRATEGIES, probe="ddp")
+    precision: Any = key("32-true", "Lightning precision", choices=PRECISIONS, probe="bf16-mixed")
     matmul_precision: str = key("highest", "float32 matmuls: highest (exact) | high | medium (TF32/bf16 Tensor Cores)",
                                 when=GPU, choices=("highest", "high", "medium"), probe="high")
     torch_threads: int = key(1, "torch threads per network (the same in any parallel_branches)", effect=SPEED, ge=1,

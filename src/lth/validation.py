@@ -128,42 +128,30 @@ def check(cfg: DictConfig | dict, set_keys: list[str] = (), model: bool = True, 
         check_machine(tree)
 
 
-def validate_config(cfg: DictConfig | dict, check_model: bool = True, environment: bool = True) -> None:
-    check(cfg, (), check_model, environment)
-
-
 def check_data_and_model(tree: dict) -> None:
     """The data sizes fit the training file; the model builds on the dataset's shape with one output per
-    class; exempt patterns match a tensor; every level keeps a weight where it prunes."""
-    import hydra.utils
-    import torch
+    class; exempt patterns match a tensor; every level keeps a weight where it prunes. Without torch for the
+    built-in data and models (:mod:`lth.data.facts`, :mod:`lth.models.shapes`)."""
+    from lth.data.facts import facts
+    from lth.models.shapes import prunable_shapes
+    from lth.pruning.prunable import is_exempt, prune_count
 
-    from lth.models import build_model
-    from lth.pruning import prunable_tensors
-    from lth.pruning.magnitude import prune_count
-    from lth.pruning.prunable import is_exempt
-
-    dm, m, p = hydra.utils.get_class(tree["data"]["_target_"]), tree["model"], tree["prune"]
-    data, total, val = getattr(dm, "name", "?"), getattr(dm, "train_file_size", None), tree["data"]["val_size"]
+    d, m, p = facts(tree["data"]["_target_"]), tree["model"], tree["prune"]
+    data, total, val = d.name, d.train_file_size, tree["data"]["val_size"]
     if isinstance(total, int) and not val < total:
         raise ConfigError(f"data.val_size={val} must be smaller than the {total:,} examples of data={data}'s training "
                           f"file; set e.g. data.val_size={min(5000, total // 10)}")
     if isinstance(total, int) and tree["train"]["batch_size"] > total - val:
         raise ConfigError(f"train.batch_size={tree['train']['batch_size']} is larger than the training set of "
                           f"data={data} ({total - val:,} examples); set train.batch_size={min(60, total - val)}")
-    if not isinstance(dm.input_shape, tuple) or not dm.input_shape or not isinstance(dm.num_classes, int):
+    if not d.input_shape or not isinstance(d.num_classes, int):
         return  # the datamodule knows its shape once its data is opened (data=imagefolder): the experiment tells
     try:
-        net = build_model(OmegaConf.create(m["arch"]), dm.input_shape, dm.num_classes, 0).eval()
-        with torch.no_grad():
-            out = net(torch.zeros((1, *dm.input_shape)))
-        assert tuple(out.shape) == (1, dm.num_classes), f"outputs of shape {tuple(out.shape)[1:]}"
+        tensors = prunable_shapes(m["arch"], d.input_shape, d.num_classes)
     except Exception as exc:  # noqa: BLE001 - the settings cannot build this network for this data
-        exc = exc.__cause__ or exc
-        raise ConfigError(f"model={m['name']} does not fit data={data} (input {tuple(dm.input_shape)}, "
-                          f"{dm.num_classes} classes) with model.arch={m['arch']}: {exc.__class__.__name__}: {exc}; "
+        raise ConfigError(f"model={m['name']} does not fit data={data} (input {tuple(d.input_shape)}, "
+                          f"{d.num_classes} classes) with model.arch={m['arch']}: {exc.__class__.__name__}: {exc}; "
                           f"check model.arch or drop the data= override") from None
-    tensors = prunable_tensors(net)
     for pattern in p["exempt"]:
         if not any(is_exempt(t, [pattern]) for t in tensors):
             raise ConfigError(f"model.exempt contains {pattern!r}, which matches no prunable tensor of model={m['name']} "
@@ -188,49 +176,28 @@ def check_data_and_model(tree: dict) -> None:
 
 
 def check_machine(tree: dict) -> None:
-    """What this machine must have: a GPU for ``trainer=gpu``, Lightning's strategy and precision, a compiler."""
-    import torch
-    from lightning_fabric.connector import _PRECISION_INPUT_STR
-    from pytorch_lightning.strategies import StrategyRegistry
+    """What this machine must have: a CUDA GPU for ``trainer=gpu``, a C++ compiler for optimizer.compile on the CPU."""
+    from lth.machine import device_type, has_cuda, missing_compiler
 
     t = tree["trainer"]
-    if t["accelerator"] in ("gpu", "cuda") and not torch.cuda.is_available():
+    if t["accelerator"] in ("gpu", "cuda") and not has_cuda():
         raise ConfigError(f"trainer.accelerator={t['accelerator']} (trainer=gpu or trainer=ddp) needs a CUDA GPU, and "
                           f"torch finds none here; use trainer=cpu (or trainer.accelerator=auto)")
-    for name, known in (("strategy", ["auto", *StrategyRegistry.available_strategies()]),
-                        ("precision", [*map(str, typing_args(_PRECISION_INPUT_STR)), "32", "16", "64"])):
-        if str(t[name]) not in known:
-            close = difflib.get_close_matches(str(t[name]), known, n=1)
-            raise ConfigError(f"trainer.{name}={t[name]!r} is not known" + (f" (did you mean {close[0]}?)" if close
-                                                                             else f"; choose from {', '.join(known)}"))
-    if tree["optimizer"]["compile"]:
-        from lth.pruning.compiled_optimizer import missing_compiler
-        from lth.training.device import resolve_device
-
-        reason = missing_compiler(resolve_device(OmegaConf.create(t)))
-        if reason:
-            raise ConfigError(f"optimizer.compile=true needs a C++ compiler for torch.compile on the CPU: {reason}; "
-                              f"install one (e.g. g++) or set optimizer.compile=false")
-
-
-def typing_args(tp: Any) -> list:
-    import typing
-
-    return [v for a in typing.get_args(tp) for v in (typing_args(a) if typing.get_args(a) else [a])]
+    reason = tree["optimizer"]["compile"] and missing_compiler(device_type(t))
+    if reason:
+        raise ConfigError(f"optimizer.compile=true needs a C++ compiler for torch.compile on the CPU: {reason}; "
+                          f"install one (e.g. g++) or set optimizer.compile=false")
 
 
 def check_data_files(tree: DictConfig | dict) -> None:
     """The dataset's files are under ``data.root``, intact, or may be downloaded (the data module's own errors)."""
-    import hydra.utils
-
+    from lth.data.facts import check_files
     from lth.data.integrity import DatasetCorruptError
     from lth.data.torchvision_files import DatasetNotFoundError
 
-    tree = resolved(tree)
-    check_files = getattr(hydra.utils.get_class(tree["data"]["_target_"]), "check_files", None)
+    d = resolved(tree)["data"]
     try:
-        if check_files is not None:
-            check_files(tree["data"]["root"], bool(tree["data"]["download"]))
+        check_files(d["_target_"], d["root"], bool(d["download"]))
     except (DatasetNotFoundError, DatasetCorruptError) as exc:
         raise ConfigError(str(exc)) from None
 
