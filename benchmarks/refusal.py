@@ -31,6 +31,7 @@ CASES = {
     "data size (batch 5000)": ["train.batch_size=5000"],
     "data size (mnist val 70000)": ["data=mnist", "data.val_size=70000"],
     "data files (mnist missing)": ["data=mnist", "data.root=/nonexistent/lth-data", "data.download=false"],
+    "data files (imagefolder, no path)": ["data=imagefolder"],
     "model vs data (vgg11 on digits)": ["model=vgg11"],
     "exempt matches nothing": ["model.exempt=[zzz]"],
     "plan prunes every weight": ["prune=global", "prune.rate=0.99", "prune.rounds=4"],

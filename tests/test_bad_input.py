@@ -212,18 +212,19 @@ def test_true_subprocesses(existing, tmp_path):
     assert tree(existing.parent) == before
 
 
-def test_every_refusal_comes_before_torch_is_imported(tmp_path):
+def test_every_refusal_comes_before_torch_is_imported(existing, tmp_path):
     """Issue #20: a wrong setting, data too small for the settings, a model that does not fit the data, a pruning
-    plan that empties a layer, what this machine lacks: each answered before torch (and Lightning) are imported
-    (benchmarks/refusal.py measures how fast)."""
+    plan that empties a layer, what this machine lacks, a folder that holds another experiment: each answered
+    before torch (and Lightning) are imported (benchmarks/refusal.py measures how fast)."""
     from benchmarks.refusal import CASES, ENV, PROBE
 
     assert {"data size (mnist val 70000)", "model vs data (vgg11 on digits)", "compiler (CXX missing)"} <= set(CASES)
+    cases = {**CASES, "another experiment's folder": ["seed=7", f"hydra.run.dir={existing}"]}
     procs = {name: subprocess.Popen([sys.executable, "-c", PROBE, *BASE, *args], cwd=tmp_path, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={
                                         **os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                                         **ENV.get(name, {})})
-             for name, args in CASES.items()
+             for name, args in cases.items()
              if args != ["--help"] and not (args == ["trainer=gpu"] and torch.cuda.is_available())}
     for name, proc in procs.items():
         err = proc.communicate(timeout=300)[1]

@@ -128,10 +128,12 @@ def test_object_store_paths_stream_the_same_batches(prepared):
 
 
 def test_missing_dataset_is_one_clear_error(tmp_path):
+    from lth.data.facts import check_files
+
     with pytest.raises(DatasetNotFoundError, match="python -m lth.data.prepare"):
-        ImageFolderDataModule.check_files(str(tmp_path), False)
+        check_files("lth.data.imagefolder.ImageFolderDataModule", str(tmp_path), False)
     with pytest.raises(DatasetNotFoundError, match="data.path is not set"):
-        ImageFolderDataModule.check_files(None, False)  # data=imagefolder without data.path
+        check_files("lth.data.imagefolder.ImageFolderDataModule", None, False)  # data=imagefolder without data.path
 
 
 def test_prepare_refuses_bad_input_and_damages_nothing(tree, tmp_path):

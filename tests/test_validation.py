@@ -149,7 +149,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from lth import config_schema  # noqa: E402
 from lth.config_schema import CONTROLS, LthConfig, fields  # noqa: E402
-from lth.validation import check_override, check_settings, resolved  # noqa: E402
+from lth.validation import check_value, check_settings, resolved  # noqa: E402
 
 CONF = REPO / "conf"
 
@@ -196,7 +196,7 @@ def test_a_new_field_is_checked_from_its_declaration(monkeypatch):
         with pytest.raises(ConfigError, match=message):
             check_settings({**tree, "new_setting": bad})
     with pytest.raises(ConfigError, match="new_setting=2.5 must be an integer >= 1"):
-        check_override("new_setting", 2.5)
+        check_value("new_setting", 2.5)
     with pytest.raises(ConfigError, match="new_settng is not a setting; did you mean new_setting"):
         check_settings({**tree, "new_settng": 3})
     with pytest.raises(ConfigError, match="new_setting is read only when optimizer.name=sgd"):
@@ -260,3 +260,13 @@ def test_what_the_checks_know_without_torch_is_what_torch_and_lightning_say():
     sizes = DigitsDataModule(val_size=180).load_splits()
     assert len(sizes["train"][1]) + len(sizes["val"][1]) == DigitsDataModule.train_file_size
     assert tuple(sizes["test"][0].shape[1:]) == DigitsDataModule.input_shape
+
+
+def test_every_condition_holds_under_the_overrides_that_enable_it():
+    """A key's ``when`` is true under its ``enable`` overrides: a condition that never holds would refuse its key
+    everywhere (data.path, data.image_size and data.num_workers under data=imagefolder were)."""
+    conditions = {id(f.metadata["when"]): f.metadata["when"] for f in fields().values() if f.metadata["when"]}
+    for when in conditions.values():
+        assert not when.enable or when.test(resolved(compose_config([*FAST, *when.enable]))), when.words
+    check_settings(resolved(compose_config([*FAST, "data=imagefolder", "data.path=/x", "data.image_size=64"])),
+                   ["data.path", "data.image_size"])

@@ -24,6 +24,7 @@ A rule between several keys is one entry of :data:`RULES`. This module must not 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -83,7 +84,7 @@ BN_INSTABILITY = When("instability=true and the model has BatchNorm (ResNet, VGG
     "instability=true with a model that has BatchNorm")
 GPU = When("trainer.accelerator is gpu, cuda or auto", lambda t: get(t, "trainer.accelerator") in ("gpu", "cuda", "auto"),
            ("trainer.accelerator=gpu",), "trainer=gpu")
-IMAGEFOLDER = When("data=imagefolder", lambda t: get(t, "data._target_") == "lth.data.ImageFolderDataModule",
+IMAGEFOLDER = When("data=imagefolder", lambda t: get(t, "data._target_") == "lth.data.imagefolder.ImageFolderDataModule",
                    ("data=imagefolder",), "data=imagefolder data.path=PREPARED (python -m lth.data.prepare)")
 DROPOUT = When("model.arch takes dropout (LeNet, Conv-2/4/6)", lambda t: "dropout" in (get(t, "model.arch") or {}),
                fix="a model whose model.arch takes dropout (model=lenet300_100, conv2, conv4, conv6)")
@@ -278,17 +279,15 @@ RULES: list[tuple[str, Callable[[dict], str | None]]] = [
 
 def fields() -> dict[str, dataclasses.Field]:
     """Every key, dotted, in schema order (the groups' keys under their group)."""
-    out: dict[str, dataclasses.Field] = {}
+    return _fields(LthConfig, "")
 
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], prefix + f.name + ".")
-            else:
-                out[prefix + f.name] = f
-    walk(LthConfig, "")
-    return out
+
+@functools.cache
+def _fields(cls: type, prefix: str) -> dict[str, dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    return {k: v for f in dataclasses.fields(cls) for k, v in (
+        _fields(hints[f.name], f"{prefix}{f.name}.").items() if dataclasses.is_dataclass(hints[f.name]) else
+        [(prefix + f.name, f)])}
 
 
 def field_of(dotted: str) -> tuple[str, dataclasses.Field] | None:

@@ -31,7 +31,7 @@ def device_type(trainer_cfg: Any) -> str:
 
 
 def inductor_cxx() -> str:
-    """The C++ compiler torch.compile's Inductor runs on the CPU (its ``config.cpp.cxx``): ``$CXX`` or the platform's."""
+    """The C++ compiler torch.compile's Inductor runs on the CPU (``config.cpp.cxx``): ``$CXX`` or the platform's."""
     return os.environ.get("CXX", {"darwin": "clang++", "win32": "cl"}.get(sys.platform, "g++"))
 
 

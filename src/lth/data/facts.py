@@ -13,7 +13,7 @@ class Facts(NamedTuple):
     train_file_size: int | None  # examples in the training file, before data.val_size of them are held out
     input_shape: tuple[int, ...]  # () when known only once the data is opened
     num_classes: int | None
-    files: str | None = None  # the torchvision dataset whose files it reads (lth.data.torchvision_files)
+    files: str | None = None  # its files' check: a torchvision dataset's (MNIST, CIFAR-10), or "prepared"
 
 
 DIGITS_TEST_SIZE = 360  # the fixed test set of scikit-learn's 1,797 digits
@@ -21,6 +21,8 @@ DATASETS = {
     "lth.data.MNISTDataModule": Facts("mnist", 60_000, (1, 28, 28), 10, "MNIST"),
     "lth.data.CIFAR10DataModule": Facts("cifar10", 50_000, (3, 32, 32), 10, "CIFAR-10"),
     "lth.data.DigitsDataModule": Facts("digits", 1797 - DIGITS_TEST_SIZE, (1, 8, 8), 10),
+    # lth.data.prepare's format: the size, shape and classes are read from the data when it is opened
+    "lth.data.imagefolder.ImageFolderDataModule": Facts("imagefolder", None, (), None, "prepared"),
 }
 
 
@@ -42,7 +44,12 @@ def check_files(target: str, root: str | None, download: bool) -> None:
         import hydra.utils
 
         return getattr(hydra.utils.get_class(target), "check_files", lambda *_: None)(root, download)
-    if DATASETS[target].files:
+    files = DATASETS[target].files
+    if files == "prepared":  # data.root is data.path
+        from lth.data.prepare import read_metadata
+
+        read_metadata(root)
+    elif files:
         from lth.data.torchvision_files import check_torchvision_files
 
-        check_torchvision_files(DATASETS[target].files, root, download)
+        check_torchvision_files(files, root, download)

@@ -88,7 +88,8 @@ def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 20, width:
     for stage, f_out in enumerate((width, 2 * width, 4 * width)):
         for i in range(n):
             block = f"blocks.{stage * n + i}"
-            found += [(f"{block}.conv1.weight", "conv", f_in * f_out * 9), (f"{block}.conv2.weight", "conv", f_out * f_out * 9)]
+            found += [(f"{block}.conv1.weight", "conv", f_in * f_out * 9),
+                      (f"{block}.conv2.weight", "conv", f_out * f_out * 9)]
             if (stage > 0 and i == 0) or f_in != f_out:  # a 1x1 convolution where the shape changes
                 found.append((f"{block}.shortcut.0.weight", "conv", f_in * f_out))
             f_in = f_out
