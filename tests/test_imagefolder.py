@@ -167,7 +167,7 @@ def test_lottery_round_trains_on_a_streamed_dataset(prepared, tmp_path):
                           "data.image_size=16", "data.num_workers=0", *FAST, "prune.rounds=1", "train.iterations=20",
                           "train.batch_size=20", "train.augment=true", "eval_every=10", "checkpoint_every=10",
                           "eval_batch_size=50", "rewind_iteration=5", "controls=[snip]", "instability=true"])
-    check(cfg, model=True)
+    check(cfg)
     rows = Lottery(cfg, tmp_path / "exp").run()
     by = {(r["round"], r["branch"]): r for r in rows}
     assert {(0, "ticket"), (1, "ticket"), (1, "snip"), (1, "instability")} <= set(by)

@@ -168,8 +168,7 @@ def test_every_config_group_option_composes_and_validates():
     combos += [["lr_warmup=true", "model=resnet20"], ["strategy=continue", "instability=true", "controls=[reinit,snip]"]]
     for overrides in combos:
         cfg = compose_config([*FAST, *overrides])
-        heavy = any(o.startswith("model=vgg") for o in overrides)
-        check(cfg, model=not heavy, machine=False)
+        check(cfg, machine=False)
         OmegaConf.merge(OmegaConf.structured(LthConfig), resolved(cfg))  # the schema is a structured config too
 
 

@@ -122,12 +122,11 @@ def unknown(key: str, known: list[str]) -> str:
     return f"{key} is not a setting{' of ' + prefix if prefix else ''}{hint}"
 
 
-def check(cfg: DictConfig | dict, set_keys: list[str] = (), model: bool = True, machine: bool = True) -> None:
+def check(cfg: DictConfig | dict, set_keys: list[str] = (), machine: bool = True) -> None:
     """Raise :class:`ConfigError` for the first problem of ``cfg``: its settings, the data and model, this machine."""
     tree = resolved(cfg)
     check_settings(tree, set_keys)
-    if model:
-        check_data_and_model(tree)
+    check_data_and_model(tree)
     if machine:
         check_machine(tree)
 
