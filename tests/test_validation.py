@@ -269,3 +269,17 @@ def test_every_condition_holds_under_the_overrides_that_enable_it():
         assert not when.enable or when.test(resolved(compose_config([*FAST, *when.enable]))), when.words
     check_settings(resolved(compose_config([*FAST, "data=imagefolder", "data.path=/x", "data.image_size=64"])),
                    ["data.path", "data.image_size"])
+
+
+def test_a_class_lth_does_not_know_is_imported_or_built_to_check_it():
+    """The torch-free tables cover the built-in spellings; any other ``_target_`` (here the same classes by their
+    module paths) is read off its class, or built and run, and gives the same answers."""
+    from lth.data.facts import DATASETS, facts
+    from lth.models.shapes import prunable_shapes
+
+    assert facts("lth.data.mnist.MNISTDataModule")[:4] == DATASETS["lth.data.MNISTDataModule"][:4]
+    arch = {"hidden": [30, 20], "dropout": 0.0}
+    assert prunable_shapes({"_target_": "lth.models.lenet.LeNet", **arch}, (1, 8, 8), 10) == prunable_shapes(
+        {"_target_": "lth.models.LeNet", **arch}, (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="model=vgg11 does not fit data=digits.*too small"):
+        check(compose_config([*FAST, "experiment=quickstart", "model=vgg11", "model.arch._target_=lth.models.vgg.VGG"]))
