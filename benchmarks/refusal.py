@@ -4,9 +4,10 @@ imported before the refusal.
 
     python -m benchmarks.refusal [--repeats 5]
 
-The settings' refusals (schema, a key that is not read, a rule, Hydra's own errors) must come before
-torch; those that need the model, the data files or the machine (a model that does not fit the data,
-a batch larger than the training set, trainer=gpu without a GPU) import it.
+Every refusal must come before torch and Lightning are imported (issue #20): the settings' (schema, a
+key that is not read, a rule, Hydra's own errors) and those about the data (sizes, files), the model
+against the data and the pruning plan (lth.data.facts, lth.models.shapes) and the machine (lth.machine;
+trainer=gpu is a refusal only on a machine without a CUDA GPU).
 """
 
 from __future__ import annotations
@@ -28,22 +29,33 @@ CASES = {
     "Hydra (model=nope)": ["model=nope"],
     "unknown key": ["optimizer.weight_decy=0.1"],
     "data size (batch 5000)": ["train.batch_size=5000"],
+    "data size (mnist val 70000)": ["data=mnist", "data.val_size=70000"],
+    "data files (mnist missing)": ["data=mnist", "data.root=/nonexistent/lth-data", "data.download=false"],
+    "data files (imagefolder, no path)": ["data=imagefolder"],
     "model vs data (vgg11 on digits)": ["model=vgg11"],
+    "exempt matches nothing": ["model.exempt=[zzz]"],
+    "plan prunes every weight": ["prune=global", "prune.rate=0.99", "prune.rounds=4"],
+    "machine (trainer=gpu)": ["trainer=gpu"],
+    "Lightning strategy (dpp)": ["trainer.strategy=dpp"],
+    "Lightning precision (bogus)": ["trainer.precision=bogus"],
+    "compiler (CXX missing)": ["optimizer.compile=true"],
 }
+ENV = {"compiler (CXX missing)": {"CXX": "/nonexistent/g++"}}
 PROBE = ("import sys, lth.run; sys.argv = ['lth.run', *sys.argv[1:]]\n"
          "try:\n    lth.run.main()\nexcept SystemExit as e:\n    code = e.code\n"
-         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)")
+         "print('TORCH' if {'torch', 'pytorch_lightning'} & set(sys.modules) else 'NO-TORCH', file=sys.stderr)")
 
 
-def wall(args: list[str]) -> tuple[float, int]:
+def wall(args: list[str], env: dict) -> tuple[float, int]:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "lth.run", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "WANDB_MODE": "disabled"})
+                          env={**os.environ, "WANDB_MODE": "disabled", **env})
     return time.perf_counter() - start, proc.returncode
 
 
-def torch_imported(args: list[str]) -> bool:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True)
+def torch_imported(args: list[str], env: dict) -> bool:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **env})
     return "NO-TORCH" not in proc.stderr
 
 
@@ -55,11 +67,11 @@ def main() -> None:
     codes: dict[str, int] = {}
     for _ in range(repeats):  # interleaved: the machine's load falls on every case alike
         for name, args in CASES.items():
-            seconds, codes[name] = wall([*BASE, *args] if args != ["--help"] else args)
+            seconds, codes[name] = wall([*BASE, *args] if args != ["--help"] else args, ENV.get(name, {}))
             times[name].append(seconds)
     print(f"{'case':34s} {'exit':>4s} {'min s':>7s}  torch before the answer")
     for name, args in CASES.items():
-        imported = torch_imported([*BASE, *args] if args != ["--help"] else args)
+        imported = torch_imported([*BASE, *args] if args != ["--help"] else args, ENV.get(name, {}))
         print(f"{name:34s} {codes[name]:4d} {min(times[name]):7.2f}  {'yes' if imported else 'no'}")
     python = min(time_python() for _ in range(repeats))
     print(f"{'(python -c pass)':34s} {'':4s} {python:7.2f}")

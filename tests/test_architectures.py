@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
+import hydra.utils
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from lth.data import CIFAR10DataModule
+from lth.data.facts import DATASETS
 from lth.data.augment import random_crop_flip
 from lth.lottery import Lottery
 from lth.models import VGG, ConvNet, ResNet
+from lth.models.shapes import SHAPES, built_shapes, prunable_shapes
 from lth.pruning import Mask, prunable_tensors
 from lth.pruning.prunable import is_exempt
-from lth.validation import validate_config
+from lth.validation import check
 from tests.conftest import FAST, compose_config
 from tests.test_cifar10 import load_cifar
 
@@ -132,7 +138,7 @@ def test_model_config_composes_with_the_papers_protocol(name):
         assert cfg.prune.rate == 0.2 and list(cfg.prune.exempt) == ["output", "*shortcut*"]
         assert cfg.warmup.iterations == 20000  # to 0.03 with warm-up, 0.1 without (tests/test_protocol_defects.py)
         assert cfg.model.name == "resnet20"  # resnet18 is an alias of the same configuration
-    validate_config(cfg, check_model=not name.startswith("vgg1"))  # builds the model on the data's shape
+    check(cfg)  # the model on the data's shape (lth.models.shapes: no network is built)
 
 
 def test_resnet18_is_an_alias_of_resnet20():
@@ -212,6 +218,7 @@ CLI_WRAPPER = """
 import sys
 import torch
 from lth.data import CIFAR10DataModule
+from lth.data.facts import DATASETS
 orig = CIFAR10DataModule.load_splits
 def small(self):  # real CIFAR-10, tiny validation and test sets: CPU evaluation of VGG-19 on 15K images takes minutes
     s = orig(self)
@@ -241,3 +248,40 @@ def test_vgg19_warmup_sweep_from_the_command_line(tmp_path, data_dir):
     assert len(results) == 1
     lines = results[0].read_text().splitlines()
     assert len(lines) == 3  # header, round 0, round 1
+
+
+# ---------------------------------------------------------------- torch-free shapes (lth.models.shapes)
+MODEL_FILES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
+CHANGES = [{}, {"hidden": [20]}, {"hidden": [300, "a"]}, {"widht": 3}, {"depth": 5}, {"depth": 4}, {"dropout": 1.5},
+           {"plan": [64, "M", 128]}, {"depth": 32, "width": 4}, {"batch_norm": False}]
+
+
+def outcome(fn, arch: dict, facts) -> list | str:
+    try:
+        return [(t.name, t.kind, t.numel) for t in fn(arch, facts.input_shape, facts.num_classes)]
+    except Exception:  # noqa: BLE001 - does not fit
+        return "refused"
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_torch_free_shapes_agree_with_the_built_networks(name):
+    """What the configuration's checks read before torch is imported (lth.models.shapes) against the network
+    torch builds and runs, for every conf/model on the shape of every built-in dataset, and with changed
+    settings: the same prunable tensors (names, kinds, sizes), or both refuse."""
+    arch = OmegaConf.to_container(compose_config([f"model={name}"]).model.arch, resolve=True)
+    if arch["_target_"] not in SHAPES:
+        pytest.skip(f"{arch['_target_']} is checked by building it (data=imagefolder's shape comes from the data)")
+    results = {}
+    for facts in DATASETS.values():
+        for change in CHANGES:
+            changed = {**arch, **change}
+            results[facts.name, str(change)] = outcome(prunable_shapes, changed, facts)
+            assert results[facts.name, str(change)] == outcome(built_shapes, changed, facts), (facts.name, change)
+    assert results["cifar10", "{}"] != "refused" and results["cifar10", str({"widht": 3})] == "refused"
+
+
+def test_torch_free_shapes_take_the_constructors_arguments():
+    for target, fn in SHAPES.items():
+        params = inspect.signature(hydra.utils.get_class(target)).parameters.values()
+        assert [(p.name, p.default) for p in inspect.signature(fn).parameters.values()] == [
+            (p.name, p.default) for p in params], target

@@ -37,6 +37,8 @@ CASES = [
     ("batch-size", ["train.batch_size=5000"], "train.batch_size=5000 is larger than the training set of data=digits"),
     ("val-size", ["data.val_size=2000"], "data.val_size=2000 must be smaller than the 1,437 examples"),
     ("precision", ["trainer.precision=bogus"], "trainer.precision='bogus' is not known"),
+    ("val-size-mnist", ["data=mnist", "data.val_size=70000"], "data.val_size=70000 must be smaller than the 60,000"),
+    ("exempt-nothing-left", ["model.exempt=[fc,output]"], "exempts every prunable tensor: nothing to prune"),
     ("accelerator", ["trainer.accelerator=tpu"], "trainer.accelerator='tpu' is not known"),
     ("devices", ["trainer.devices=0"], "trainer.devices=0 must be a positive integer"),
     ("strategy-lightning", ["trainer.strategy=dpp"], "trainer.strategy='dpp' is not known (did you mean ddp?)"),
@@ -210,12 +212,20 @@ def test_true_subprocesses(existing, tmp_path):
     assert tree(existing.parent) == before
 
 
-def test_settings_are_refused_before_torch_is_imported(tmp_path):
-    """Issue #20: a wrong setting is answered before torch (and Lightning) are imported (benchmarks/refusal.py
-    measures how fast)."""
-    from benchmarks.refusal import PROBE
+def test_every_refusal_comes_before_torch_is_imported(existing, tmp_path):
+    """Issue #20: a wrong setting, data too small for the settings, a model that does not fit the data, a pruning
+    plan that empties a layer, what this machine lacks, a folder that holds another experiment: each answered
+    before torch (and Lightning) are imported (benchmarks/refusal.py measures how fast)."""
+    from benchmarks.refusal import CASES, ENV, PROBE
 
-    for args in (["seed=1.5"], ["+prune.rate=0.5"], ["model=nope"], ["rewind_iteration=99999"], ["seed=["]):
-        proc = subprocess.run([sys.executable, "-c", PROBE, *BASE, *args], cwd=tmp_path, capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-        assert "error:" in proc.stderr and proc.stderr.strip().endswith("NO-TORCH"), (args, proc.stderr[-2000:])
+    assert {"data size (mnist val 70000)", "model vs data (vgg11 on digits)", "compiler (CXX missing)"} <= set(CASES)
+    cases = {**CASES, "another experiment's folder": ["seed=7", f"hydra.run.dir={existing}"]}
+    procs = {name: subprocess.Popen([sys.executable, "-c", PROBE, *BASE, *args], cwd=tmp_path, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={
+                                        **os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                                        **ENV.get(name, {})})
+             for name, args in cases.items()
+             if args != ["--help"] and not (args == ["trainer=gpu"] and torch.cuda.is_available())}
+    for name, proc in procs.items():
+        err = proc.communicate(timeout=300)[1]
+        assert "error:" in err and err.strip().endswith("NO-TORCH"), (name, err[-2000:])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import probes
-from lth.pruning.compiled_optimizer import missing_compiler
+from lth.machine import missing_compiler
 from tests.conftest import REPO
 
 COMPILER = missing_compiler("cpu") is None  # optimizer.compile=true variants need a C++ compiler

@@ -11,8 +11,9 @@ from lth.models import LeNet
 from lth.training.module import OptimizerSettings
 from lth.pruning import Mask, MaskEnforcer, prune_layerwise
 from lth.pruning import compiled_optimizer
-from lth.pruning.compiled_optimizer import CompiledMaskedOptimizer, missing_compiler
-from lth.validation import ConfigError, validate_config
+from lth.machine import missing_compiler
+from lth.pruning.compiled_optimizer import CompiledMaskedOptimizer
+from lth.validation import ConfigError
 from tests.conftest import FAST, compose_config
 
 pytestmark = pytest.mark.skipif(missing_compiler("cpu") is not None,
@@ -186,10 +187,10 @@ def test_a_failed_compilation_says_what_to_do(monkeypatch):
 
 
 def test_config_checks():
-    from lth.validation import check_override
+    from lth.validation import check_value
 
     with pytest.raises(ConfigError, match="optimizer.compile='yes' must be true or false"):
-        check_override("optimizer.compile", "yes")  # the command line's value, before OmegaConf would coerce it
+        check_value("optimizer.compile", "yes")  # the command line's value, before OmegaConf would coerce it
 
 
 def test_without_a_compiler_the_run_stops_before_training_and_says_what_to_do(tmp_path):

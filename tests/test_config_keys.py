@@ -16,7 +16,7 @@ from lth.config_schema import BRANCH, RESULT, fields
 from lth.identity import experiment_hash
 from lth.lottery import Lottery
 from lth.storage import load_tensors
-from lth.validation import ConfigError, check, check_override, resolved
+from lth.validation import ConfigError, check, check_value, resolved
 from tests.conftest import FAST, SHARED_DATA, compose_config
 
 BASE = ["experiment=quickstart", *FAST, "controls=[]", "train.iterations=8", "eval_every=4", "prune.rounds=1",
@@ -76,7 +76,7 @@ def test_each_key_changes_a_result_or_is_declared_outside_the_identity_or_is_ref
     changed = overrides(name, meta["probe"])
     base_cfg, cfg = compose_config([*BASE, *enable]), compose_config([*BASE, *enable, *changed])
     try:
-        check_override(name, meta["probe"]) if not isinstance(meta["probe"], dict) else None
+        check_value(name, meta["probe"]) if not isinstance(meta["probe"], dict) else None
         check(cfg, [o.partition("=")[0] for o in changed])
     except ConfigError as exc:
         assert name in str(exc) or "trainer.accelerator" in str(exc), exc

@@ -128,10 +128,12 @@ def test_object_store_paths_stream_the_same_batches(prepared):
 
 
 def test_missing_dataset_is_one_clear_error(tmp_path):
+    from lth.data.facts import check_files
+
     with pytest.raises(DatasetNotFoundError, match="python -m lth.data.prepare"):
-        ImageFolderDataModule.check_files(str(tmp_path), False)
+        check_files("lth.data.imagefolder.ImageFolderDataModule", str(tmp_path), False)
     with pytest.raises(DatasetNotFoundError, match="data.path is not set"):
-        ImageFolderDataModule.check_files(None, False)  # data=imagefolder without data.path
+        check_files("lth.data.imagefolder.ImageFolderDataModule", None, False)  # data=imagefolder without data.path
 
 
 def test_prepare_refuses_bad_input_and_damages_nothing(tree, tmp_path):
@@ -159,13 +161,13 @@ def test_prepare_refuses_bad_input_and_damages_nothing(tree, tmp_path):
 @pytest.mark.slow  # five short trainings, SNIP scores and an instability path on the streamed data
 def test_lottery_round_trains_on_a_streamed_dataset(prepared, tmp_path):
     from lth.lottery import Lottery
-    from lth.validation import validate_config
+    from lth.validation import check
 
     cfg = compose_config(["model=conv2", "data=imagefolder", f"data.path={prepared}", f"data.val_size={VAL}",
                           "data.image_size=16", "data.num_workers=0", *FAST, "prune.rounds=1", "train.iterations=20",
                           "train.batch_size=20", "train.augment=true", "eval_every=10", "checkpoint_every=10",
                           "eval_batch_size=50", "rewind_iteration=5", "controls=[snip]", "instability=true"])
-    validate_config(cfg, check_model=True)
+    check(cfg)
     rows = Lottery(cfg, tmp_path / "exp").run()
     by = {(r["round"], r["branch"]): r for r in rows}
     assert {(0, "ticket"), (1, "ticket"), (1, "snip"), (1, "instability")} <= set(by)

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from lth.run import CONFIG_DIR
-from lth.validation import validate_config
+from lth.validation import check
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment" / "paper").glob("*.yaml"))
 FIVE_SEEDS = [0, 1, 2, 3, 4]
@@ -84,7 +84,7 @@ def test_preset_composes_into_the_papers_protocol_at_every_sweep_point(name):
     distinct = {tuple(o for o in p if not o.startswith("seed=")) for p in points}  # seeds change no setting
     for point in sorted(distinct):
         cfg = composed(name, list(point))
-        validate_config(cfg, environment=False)  # the project's own check of every setting
+        check(cfg, machine=False)  # the project's own check of every setting
         want = expected(name, dict(o.split("=", 1) for o in point))
         assert cfg.model.name == want["model"]
         assert want["data"].lower() in str(cfg.data._target_).lower()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lth.validation import ConfigError, check_output_dir, validate_config
+from lth.validation import ConfigError, check, check_output_dir
 from tests.conftest import FAST, REPO, compose_config
 
 BAD_SETTINGS = [
@@ -35,15 +35,15 @@ BAD_SETTINGS = [
 @pytest.mark.parametrize("overrides,message", BAD_SETTINGS, ids=[" ".join(o) for o, _ in BAD_SETTINGS])
 def test_each_bad_setting_is_named_in_one_message(overrides, message):
     with pytest.raises(ConfigError) as err:
-        validate_config(compose_config(overrides))
+        check(compose_config(overrides))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_good_configurations_pass():
-    validate_config(compose_config(["experiment=quickstart"]))
-    validate_config(compose_config([]))  # LeNet: its conv rate 0.0 means "no conv layers", not an error
-    validate_config(compose_config(["prune=global", "rewind_iteration=10"]))
+    check(compose_config(["experiment=quickstart"]))
+    check(compose_config([]))  # LeNet: its conv rate 0.0 means "no conv layers", not an error
+    check(compose_config(["prune=global", "rewind_iteration=10"]))
 
 
 def test_unwritable_output_folder(tmp_path):
@@ -108,16 +108,16 @@ def test_corrupt_mnist_file_is_named_before_it_is_read(tmp_path, data_dir):
 
 
 def test_corrupt_cifar10_file_is_detected(tmp_path, data_dir):
-    from lth.data.integrity import DatasetCorruptError, verify_cifar10
+    from lth.data.integrity import DatasetCorruptError, verify_torchvision
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     meta = (data_dir / "cifar-10-batches-py" / "batches.meta").read_bytes()
     (folder / "batches.meta").write_bytes(meta)
-    verify_cifar10(tmp_path)  # intact (the missing batches are left to the loader)
+    verify_torchvision("CIFAR-10", tmp_path)  # intact (the missing batches are left to the loader)
     (folder / "batches.meta").write_bytes(meta[:-1])
     with pytest.raises(DatasetCorruptError, match="batches.meta is corrupt"):
-        verify_cifar10(tmp_path)
+        verify_torchvision("CIFAR-10", tmp_path)
 
 
 def test_missing_dataset_without_download_names_data_root(tmp_path):
@@ -149,7 +149,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from lth import config_schema  # noqa: E402
 from lth.config_schema import CONTROLS, LthConfig, fields  # noqa: E402
-from lth.validation import check_override, check_settings, resolved  # noqa: E402
+from lth.validation import check_value, check_settings, resolved  # noqa: E402
 
 CONF = REPO / "conf"
 
@@ -168,13 +168,12 @@ def test_every_config_group_option_composes_and_validates():
     combos += [["lr_warmup=true", "model=resnet20"], ["strategy=continue", "instability=true", "controls=[reinit,snip]"]]
     for overrides in combos:
         cfg = compose_config([*FAST, *overrides])
-        heavy = any(o.startswith("model=vgg") for o in overrides)
-        validate_config(cfg, check_model=not heavy, environment=False)
+        check(cfg, machine=False)
         OmegaConf.merge(OmegaConf.structured(LthConfig), resolved(cfg))  # the schema is a structured config too
 
 
 def test_the_schemas_controls_are_the_branch_registry():
-    from lth.lottery.branches import controls
+    from lth.lottery.registry import controls
 
     assert CONTROLS == controls()
 
@@ -196,7 +195,7 @@ def test_a_new_field_is_checked_from_its_declaration(monkeypatch):
         with pytest.raises(ConfigError, match=message):
             check_settings({**tree, "new_setting": bad})
     with pytest.raises(ConfigError, match="new_setting=2.5 must be an integer >= 1"):
-        check_override("new_setting", 2.5)
+        check_value("new_setting", 2.5)
     with pytest.raises(ConfigError, match="new_settng is not a setting; did you mean new_setting"):
         check_settings({**tree, "new_settng": 3})
     with pytest.raises(ConfigError, match="new_setting is read only when optimizer.name=sgd"):
@@ -216,18 +215,71 @@ def test_a_new_field_is_checked_from_its_declaration(monkeypatch):
 ])
 def test_schema_messages(overrides, message):
     with pytest.raises(ConfigError) as err:
-        validate_config(compose_config([*FAST, *overrides]), environment=False)
+        check(compose_config([*FAST, *overrides]), machine=False)
     assert message in str(err.value)
 
 
 def test_global_rate_099_is_refused_with_the_rounds_possible():
     with pytest.raises(ConfigError) as err:
-        validate_config(compose_config([*FAST, "prune=global", "prune.rate=0.99", "prune.rounds=4"]))
+        check(compose_config([*FAST, "prune=global", "prune.rate=0.99", "prune.rounds=4"]))
     assert str(err.value) == "prune.rate=0.99 with prune.rounds=4 prunes every weight in round 3: set prune.rounds=2 " \
                              "or lower prune.rate"
-    validate_config(compose_config([*FAST, "prune=global", "prune.rate=0.99", "prune.rounds=2"]))
+    check(compose_config([*FAST, "prune=global", "prune.rate=0.99", "prune.rounds=2"]))
 
 
 def test_the_readme_configuration_table_is_the_schemas():
     readme = (REPO / "README.md").read_text()
     assert config_schema.markdown() in readme, "regenerate it: python -c 'import lth.config_schema as s; print(s.markdown())'"
+
+
+def test_what_the_checks_know_without_torch_is_what_torch_and_lightning_say():
+    """The copies that let refusals come before torch is imported (lth.config_schema's Lightning names,
+    lth.data.integrity's MD5s, lth.machine, lth.data.facts) fail here when an upgrade changes the original."""
+    import typing
+
+    import torch
+    from lightning_fabric.connector import _PRECISION_INPUT
+    from pytorch_lightning.strategies import StrategyRegistry
+    from torch._inductor import config as inductor
+    from torchvision.datasets import CIFAR10, MNIST
+
+    from lth.config_schema import PRECISIONS, STRATEGIES
+    from lth.data import DigitsDataModule
+    from lth.data.integrity import TORCHVISION_MD5
+    from lth.machine import has_cuda, inductor_cxx
+
+    def args(tp):
+        return [v for a in typing.get_args(tp) for v in (args(a) if typing.get_args(a) else [a])]
+    assert sorted(STRATEGIES) == sorted(["auto", *StrategyRegistry.available_strategies()])
+    assert sorted(map(str, PRECISIONS)) == sorted(map(str, args(_PRECISION_INPUT)))
+    assert TORCHVISION_MD5["MNIST"] == dict(MNIST.resources)
+    assert TORCHVISION_MD5["CIFAR-10"] == {**dict(CIFAR10.train_list + CIFAR10.test_list),
+                                           CIFAR10.meta["filename"]: CIFAR10.meta["md5"]}
+    assert has_cuda() == torch.cuda.is_available() and inductor_cxx() == inductor.cpp.cxx[-1]
+    sizes = DigitsDataModule(val_size=180).load_splits()
+    assert len(sizes["train"][1]) + len(sizes["val"][1]) == DigitsDataModule.train_file_size
+    assert tuple(sizes["test"][0].shape[1:]) == DigitsDataModule.input_shape
+
+
+def test_every_condition_holds_under_the_overrides_that_enable_it():
+    """A key's ``when`` is true under its ``enable`` overrides: a condition that never holds would refuse its key
+    everywhere (data.path, data.image_size and data.num_workers under data=imagefolder were)."""
+    conditions = {id(f.metadata["when"]): f.metadata["when"] for f in fields().values() if f.metadata["when"]}
+    for when in conditions.values():
+        assert not when.enable or when.test(resolved(compose_config([*FAST, *when.enable]))), when.words
+    check_settings(resolved(compose_config([*FAST, "data=imagefolder", "data.path=/x", "data.image_size=64"])),
+                   ["data.path", "data.image_size"])
+
+
+def test_a_class_lth_does_not_know_is_imported_or_built_to_check_it():
+    """The torch-free tables cover the built-in spellings; any other ``_target_`` (here the same classes by their
+    module paths) is read off its class, or built and run, and gives the same answers."""
+    from lth.data.facts import DATASETS, facts
+    from lth.models.shapes import prunable_shapes
+
+    assert facts("lth.data.mnist.MNISTDataModule")[:4] == DATASETS["lth.data.MNISTDataModule"][:4]
+    arch = {"hidden": [30, 20], "dropout": 0.0}
+    assert prunable_shapes({"_target_": "lth.models.lenet.LeNet", **arch}, (1, 8, 8), 10) == prunable_shapes(
+        {"_target_": "lth.models.LeNet", **arch}, (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="model=vgg11 does not fit data=digits.*too small"):
+        check(compose_config([*FAST, "experiment=quickstart", "model=vgg11", "model.arch._target_=lth.models.vgg.VGG"]))

@@ -24,6 +24,7 @@ A rule between several keys is one entry of :data:`RULES`. This module must not 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -32,6 +33,15 @@ RESULT, SPEED, OUTPUT, PLAN, BRANCH = "result", "speed", "output", "plan", "bran
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PROFILERS = (None, "simple", "advanced", "pytorch", "xla")
 CHECKS = ("", "_shuffle", "_reinit", "_invert")
+# Lightning's strategy and precision names (StrategyRegistry, lightning_fabric's _PRECISION_INPUT), here so that they
+# are checked without importing Lightning; tests/test_validation.py fails when a Lightning upgrade changes them.
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", *(f"{s}_find_unused_parameters_{b}" for s in (
+    "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook") for b in ("false", "true")), "deepspeed", "deepspeed_stage_1",
+    "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device", "single_xla", "xla_debug", "xla",
+    "single_tpu")
+PRECISIONS = (64, 32, 16, "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+              "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16")
 CONTROLS = ("reinit", "random_prune", *(m + c for m in ("snip", "grasp", "synflow", "magnitude_init") for c in CHECKS))
 
 
@@ -74,7 +84,7 @@ BN_INSTABILITY = When("instability=true and the model has BatchNorm (ResNet, VGG
     "instability=true with a model that has BatchNorm")
 GPU = When("trainer.accelerator is gpu, cuda or auto", lambda t: get(t, "trainer.accelerator") in ("gpu", "cuda", "auto"),
            ("trainer.accelerator=gpu",), "trainer=gpu")
-IMAGEFOLDER = When("data=imagefolder", lambda t: get(t, "data._target_") == "lth.data.ImageFolderDataModule",
+IMAGEFOLDER = When("data=imagefolder", lambda t: get(t, "data._target_") == "lth.data.imagefolder.ImageFolderDataModule",
                    ("data=imagefolder",), "data=imagefolder data.path=PREPARED (python -m lth.data.prepare)")
 DROPOUT = When("model.arch takes dropout (LeNet, Conv-2/4/6)", lambda t: "dropout" in (get(t, "model.arch") or {}),
                fix="a model whose model.arch takes dropout (model=lenet300_100, conv2, conv4, conv6)")
@@ -182,8 +192,8 @@ class TrainerConfig:
     accelerator: str = key("auto", "cpu | gpu | auto (CPU and GPU results differ in their last bits)",
                            choices=ACCELERATORS, probe="gpu")
     devices: Any = key(1, "devices for one experiment (>1: DDP)", probe=2)
-    strategy: str = key("auto", "Lightning strategy (trainer=ddp sets ddp)", probe="ddp")
-    precision: Any = key("32-true", "Lightning precision", probe="bf16-mixed")
+    strategy: str = key("auto", "Lightning strategy (trainer=ddp sets ddp)", choices=STRATEGIES, probe="ddp")
+    precision: Any = key("32-true", "Lightning precision", choices=PRECISIONS, probe="bf16-mixed")
     matmul_precision: str = key("highest", "float32 matmuls: highest (exact) | high | medium (TF32/bf16 Tensor Cores)",
                                 when=GPU, choices=("highest", "high", "medium"), probe="high")
     torch_threads: int = key(1, "torch threads per network (the same in any parallel_branches)", effect=SPEED, ge=1,
@@ -269,17 +279,15 @@ RULES: list[tuple[str, Callable[[dict], str | None]]] = [
 
 def fields() -> dict[str, dataclasses.Field]:
     """Every key, dotted, in schema order (the groups' keys under their group)."""
-    out: dict[str, dataclasses.Field] = {}
+    return _fields(LthConfig, "")
 
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], prefix + f.name + ".")
-            else:
-                out[prefix + f.name] = f
-    walk(LthConfig, "")
-    return out
+
+@functools.cache
+def _fields(cls: type, prefix: str) -> dict[str, dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    return {k: v for f in dataclasses.fields(cls) for k, v in (
+        _fields(hints[f.name], f"{prefix}{f.name}.").items() if dataclasses.is_dataclass(hints[f.name]) else
+        [(prefix + f.name, f)])}
 
 
 def field_of(dotted: str) -> tuple[str, dataclasses.Field] | None:

@@ -63,13 +63,12 @@ def check_command(overrides: list[str], multirun: bool) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from lth.validation import ConfigError, check, check_data_files, check_experiment, check_output_dir, \
-        check_override, hydra_message
+    from lth.validation import ConfigError, check, check_experiment, check_output_dir, check_value, hydra_message
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # noqa: BLE001
-        raise ConfigError(hydra_message(exc, overrides)) from None
+        raise ConfigError(hydra_message(exc)) from None
     if not multirun and (sweep := next((o for o in parsed if o.is_sweep_override()), None)):
         raise ConfigError(f"{sweep.input_line} is a sweep: add -m to run one experiment per value, or write a list as [a,b]")
     choices = [list(zip([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()], o.sweep_iterator()))
@@ -79,16 +78,16 @@ def check_command(overrides: list[str], multirun: bool) -> None:
         line = [o for o, _ in job]
         try:
             for o, (_, value) in zip(parsed, job):
-                check_override(o.key_or_group, value)
+                if o.key_or_group in fields():  # its value as given, before OmegaConf converts it
+                    check_value(o.key_or_group, value)
             with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
                 try:
                     cfg = compose("config", overrides=line, return_hydra_config=True)
                 except Exception as exc:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors
-                    raise ConfigError(hydra_message(exc, line)) from None
+                    raise ConfigError(hydra_message(exc)) from None
             HydraConfig.instance().set_config(cfg)  # for ${hydra:...}
             local = "submitit" not in str(cfg.hydra.launcher.get("_target_"))  # a cluster's jobs run elsewhere
             check(cfg, [o.key_or_group for o in parsed], machine=local)
-            check_data_files(cfg) if local else None
             check_output_dir(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
             check_experiment(cfg, Path(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir)) if multirun else
                              Path(str(cfg.hydra.run.dir)))
@@ -218,8 +217,7 @@ def _main() -> None:
         except ConfigError as exc:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(USAGE_ERROR)
+            _fail(str(exc))
     try:
         hydra_main()
     except SystemExit as exc:

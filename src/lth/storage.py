@@ -13,9 +13,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class CorruptFileError(RuntimeError):
@@ -114,6 +115,8 @@ def atomic_write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None 
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -121,6 +124,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """Load a tensor file saved by :func:`atomic_torch_save` (weights only)."""
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

@@ -1,10 +1,10 @@
 """The checks of a composed configuration, before anything is written or trained.
 
 Each problem raises :class:`ConfigError`, one line naming the key and the fix; ``lth.run`` prints it
-as ``error: ...`` and exits 2. :func:`check` runs, in order: the **settings** (each key's constraints,
-then a key set on the command line where it is not read, then :data:`lth.config_schema.RULES`),
-without torch; then, with it, the **data** sizes, the **model** on the dataset's shape and the pruning
-plan, and **this machine** (a GPU, a compiler).
+as ``error: ...`` and exits 2. :func:`check` runs, in order: the **settings** (each key's type and
+constraints, a key set on the command line where it is not read, :data:`lth.config_schema.RULES`), the
+**data** sizes, the **model** on the dataset's shape and the pruning plan, and **this machine** (a GPU,
+a compiler). None imports torch, except for a data module or model class that lth does not know.
 """
 
 from __future__ import annotations
@@ -42,32 +42,46 @@ def resolved(cfg: DictConfig | dict) -> dict:
         raise ConfigError(f"{getattr(exc, 'full_key', '?')} cannot be resolved: {str(exc).splitlines()[0]}") from None
 
 
-def words(name: str) -> str:
-    """What ``name`` must be, from its type and constraints: ``an integer >= 1``."""
+TYPES = {"bool": ("true or false", bool), "int": ("an integer", int), "float": ("a number", (int, float)),
+         "str": ("a string", str)}
+BOUNDS = {"gt": (">", operator.gt), "ge": (">=", operator.ge), "lt": ("<", operator.lt), "le": ("<=", operator.le)}
+
+
+def check_value(name: str, value: Any) -> None:
+    """The value of the schema key ``name`` against its declared type and constraints (a list's items, a dict's
+    entries): as composed, or as Hydra parsed it from the command line, before OmegaConf would turn
+    ``lr_warmup=yes`` into true, ``seed=1.5`` into 1 or ``data.root=123`` into a string."""
     f = fields()[name]
-    tp = str(f.type)
-    kind = next((w for t, w in (("bool", "true or false"), ("int", "an integer"), ("float", "a number"),
-                                ("str", "a string")) if t in tp.replace("Optional", "")), "a value")
-    bounds = [f"{op} {f.metadata[k]}" for k, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-              if k in f.metadata]
-    return " and ".join([f"{kind} {bounds[0]}", *bounds[1:]]) if bounds else kind
-
-
-def _check_value(name: str, subject: str, value: Any, meta: dict) -> None:
-    """One scalar against its constraints; ``subject`` names it: ``KEY=VALUE`` or ``KEY contains VALUE, which``."""
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"{subject} is not known{hint}; choose from {', '.join(map(str, choices))}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and (not math.isfinite(value) or any(
-            k in meta and not op(value, meta[k]) for k, op in (("gt", operator.gt), ("ge", operator.ge),
-                                                               ("lt", operator.lt), ("le", operator.le)))):
-        raise ConfigError(f"{subject} must be {words(name)}")
+    meta, tp = f.metadata, re.sub(r"^Optional\[(.*)\]$", r"\1", str(f.type))
+    item = re.sub(r"^(List\[|Dict\[str, )(.*)\]$", r"\2", tp)
+    what, types = TYPES.get(item, ("a value", object))
+    bounds = [f"{op} {meta[k]}" for k, (op, _) in BOUNDS.items() if k in meta]
+    must = " and ".join([f"{what} {bounds[0]}", *bounds[1:]]) if bounds else what
+    shown = show if item == "float" else repr
+    if tp.startswith("List") and not isinstance(value, list):
+        raise ConfigError(f"{name}={value} must be a list: write {name}=[{value}]")
+    items = [(f"{name} contains {shown(v)}, which", v) for v in value] if isinstance(value, list) else [
+        (f"{name}.{k}={shown(v)}", v) for k, v in value.items()] if isinstance(value, dict) else [
+        (f"{name}={shown(value)}", value)]
+    if isinstance(value, dict) and meta.get("choices"):  # the choices of a dict are its keys'
+        if bad := next((k for k in value if k not in meta["choices"]), None):
+            raise ConfigError(unknown(f"{name}.{bad}", meta["choices"]))
+        meta = {**meta, "choices": None}
+    for subject, v in (i for i in items if i[1] is not None):
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            close = difflib.get_close_matches(str(v), [str(c) for c in meta["choices"]], n=1)
+            raise ConfigError(f"{subject} is not known{f' (did you mean {close[0]}?)' if close else ''}; choose from "
+                              f"{', '.join(map(str, meta['choices']))}")
+        if types is not object and not (isinstance(v, types) and isinstance(v, bool) == (types is bool)):
+            quote = f"; quote it: {name}='{v}'" if tp == "str" and v is value else ""
+            raise ConfigError(f"{subject} must be {must}{quote}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (not math.isfinite(v) or any(
+                k in meta and not op(v, meta[k]) for k, (_, op) in BOUNDS.items())):
+            raise ConfigError(f"{subject} must be {must}")
 
 
 def show(value: Any) -> str:
-    """A value as typed on the command line (OmegaConf stores ``lr=0`` as 0.0)."""
+    """A number as typed on the command line (OmegaConf stores ``lr=0`` as 0.0)."""
     return str(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
 
 
@@ -77,8 +91,8 @@ def _leaves(tree: dict, prefix: str = ""):
 
 
 def check_settings(tree: dict, set_keys: list[str] = ()) -> None:
-    """Every key known and within its constraints; a key set (``set_keys``: the command line's) where it is
-    not read; the rules between keys."""
+    """Every key known (Hydra adds a new ``+KEY``), of its type and within its constraints; a key set (``set_keys``:
+    the command line's) where it is not read; the rules between keys."""
     for leaf in _leaves(tree):
         if field_of(leaf) is None:
             parts = leaf.split(".")
@@ -86,18 +100,9 @@ def check_settings(tree: dict, set_keys: list[str] = ()) -> None:
                 ".".join(parts[:i]) + ".") for k in fields()))
             known = {k.split(".")[at - 1] for k in fields() if k.split(".")[:at - 1] == parts[:at - 1]}
             raise ConfigError(unknown(".".join(parts[:at]), sorted(known)))
-    for name, f in fields().items():
-        value, meta = get(tree, name), f.metadata
-        if isinstance(value, dict):
-            for k, v in value.items():
-                if meta.get("choices") and k not in meta["choices"]:
-                    raise ConfigError(unknown(f"{name}.{k}", meta["choices"]))
-                _check_value(name, f"{name}.{k}={show(v)}", v, {**meta, "choices": None})
-        elif isinstance(value, list):
-            for v in value:
-                _check_value(name, f"{name} contains {show(v)}, which", v, meta)
-        elif value is not None:
-            _check_value(name, f"{name}={show(value)}", value, meta)
+    for name in fields():
+        if (value := get(tree, name)) is not None:
+            check_value(name, value)
     for given in set_keys:
         found = field_of(given)
         when = found and found[1].metadata["when"]
@@ -105,8 +110,7 @@ def check_settings(tree: dict, set_keys: list[str] = ()) -> None:
             raise ConfigError(f"{given} is read only when {when.words}, so it would change nothing here; set "
                               f"{when.fix or when.words} for it to take effect, or drop {given}")
     for name, rule in RULES:
-        problem = rule(tree)
-        if problem:
+        if problem := rule(tree):
             raise ConfigError(f"{name}={get(tree, name)!r} {problem}")
 
 
@@ -118,52 +122,39 @@ def unknown(key: str, known: list[str]) -> str:
     return f"{key} is not a setting{' of ' + prefix if prefix else ''}{hint}"
 
 
-def check(cfg: DictConfig | dict, set_keys: list[str] = (), model: bool = True, machine: bool = True) -> None:
-    """Raise :class:`ConfigError` for the first problem of ``cfg``; the checks past the settings import torch."""
+def check(cfg: DictConfig | dict, set_keys: list[str] = (), machine: bool = True) -> None:
+    """Raise :class:`ConfigError` for the first problem of ``cfg``: its settings, the data and model, this machine."""
     tree = resolved(cfg)
     check_settings(tree, set_keys)
-    if model:
-        check_data_and_model(tree)
+    check_data_and_model(tree)
     if machine:
         check_machine(tree)
 
 
-def validate_config(cfg: DictConfig | dict, check_model: bool = True, environment: bool = True) -> None:
-    check(cfg, (), check_model, environment)
-
-
 def check_data_and_model(tree: dict) -> None:
     """The data sizes fit the training file; the model builds on the dataset's shape with one output per
-    class; exempt patterns match a tensor; every level keeps a weight where it prunes."""
-    import hydra.utils
-    import torch
+    class; exempt patterns match a tensor; every level keeps a weight where it prunes. Without torch for the
+    built-in data and models (:mod:`lth.data.facts`, :mod:`lth.models.shapes`)."""
+    from lth.data.facts import facts
+    from lth.models.shapes import prunable_shapes
+    from lth.pruning.prunable import is_exempt, prune_count
 
-    from lth.models import build_model
-    from lth.pruning import prunable_tensors
-    from lth.pruning.magnitude import prune_count
-    from lth.pruning.prunable import is_exempt
-
-    dm, m, p = hydra.utils.get_class(tree["data"]["_target_"]), tree["model"], tree["prune"]
-    data, total, val = getattr(dm, "name", "?"), getattr(dm, "train_file_size", None), tree["data"]["val_size"]
+    d, m, p = facts(tree["data"]["_target_"]), tree["model"], tree["prune"]
+    data, total, val = d.name, d.train_file_size, tree["data"]["val_size"]
     if isinstance(total, int) and not val < total:
         raise ConfigError(f"data.val_size={val} must be smaller than the {total:,} examples of data={data}'s training "
                           f"file; set e.g. data.val_size={min(5000, total // 10)}")
     if isinstance(total, int) and tree["train"]["batch_size"] > total - val:
         raise ConfigError(f"train.batch_size={tree['train']['batch_size']} is larger than the training set of "
                           f"data={data} ({total - val:,} examples); set train.batch_size={min(60, total - val)}")
-    if not isinstance(dm.input_shape, tuple) or not dm.input_shape or not isinstance(dm.num_classes, int):
+    if not d.input_shape or not isinstance(d.num_classes, int):
         return  # the datamodule knows its shape once its data is opened (data=imagefolder): the experiment tells
     try:
-        net = build_model(OmegaConf.create(m["arch"]), dm.input_shape, dm.num_classes, 0).eval()
-        with torch.no_grad():
-            out = net(torch.zeros((1, *dm.input_shape)))
-        assert tuple(out.shape) == (1, dm.num_classes), f"outputs of shape {tuple(out.shape)[1:]}"
+        tensors = prunable_shapes(m["arch"], d.input_shape, d.num_classes)
     except Exception as exc:  # noqa: BLE001 - the settings cannot build this network for this data
-        exc = exc.__cause__ or exc
-        raise ConfigError(f"model={m['name']} does not fit data={data} (input {tuple(dm.input_shape)}, "
-                          f"{dm.num_classes} classes) with model.arch={m['arch']}: {exc.__class__.__name__}: {exc}; "
+        raise ConfigError(f"model={m['name']} does not fit data={data} (input {tuple(d.input_shape)}, "
+                          f"{d.num_classes} classes) with model.arch={m['arch']}: {exc.__class__.__name__}: {exc}; "
                           f"check model.arch or drop the data= override") from None
-    tensors = prunable_tensors(net)
     for pattern in p["exempt"]:
         if not any(is_exempt(t, [pattern]) for t in tensors):
             raise ConfigError(f"model.exempt contains {pattern!r}, which matches no prunable tensor of model={m['name']} "
@@ -188,49 +179,22 @@ def check_data_and_model(tree: dict) -> None:
 
 
 def check_machine(tree: dict) -> None:
-    """What this machine must have: a GPU for ``trainer=gpu``, Lightning's strategy and precision, a compiler."""
-    import torch
-    from lightning_fabric.connector import _PRECISION_INPUT_STR
-    from pytorch_lightning.strategies import StrategyRegistry
-
-    t = tree["trainer"]
-    if t["accelerator"] in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator={t['accelerator']} (trainer=gpu or trainer=ddp) needs a CUDA GPU, and "
-                          f"torch finds none here; use trainer=cpu (or trainer.accelerator=auto)")
-    for name, known in (("strategy", ["auto", *StrategyRegistry.available_strategies()]),
-                        ("precision", [*map(str, typing_args(_PRECISION_INPUT_STR)), "32", "16", "64"])):
-        if str(t[name]) not in known:
-            close = difflib.get_close_matches(str(t[name]), known, n=1)
-            raise ConfigError(f"trainer.{name}={t[name]!r} is not known" + (f" (did you mean {close[0]}?)" if close
-                                                                             else f"; choose from {', '.join(known)}"))
-    if tree["optimizer"]["compile"]:
-        from lth.pruning.compiled_optimizer import missing_compiler
-        from lth.training.device import resolve_device
-
-        reason = missing_compiler(resolve_device(OmegaConf.create(t)))
-        if reason:
-            raise ConfigError(f"optimizer.compile=true needs a C++ compiler for torch.compile on the CPU: {reason}; "
-                              f"install one (e.g. g++) or set optimizer.compile=false")
-
-
-def typing_args(tp: Any) -> list:
-    import typing
-
-    return [v for a in typing.get_args(tp) for v in (typing_args(a) if typing.get_args(a) else [a])]
-
-
-def check_data_files(tree: DictConfig | dict) -> None:
-    """The dataset's files are under ``data.root``, intact, or may be downloaded (the data module's own errors)."""
-    import hydra.utils
-
+    """What this machine must have: a CUDA GPU for ``trainer=gpu``, a C++ compiler for optimizer.compile on the CPU,
+    the dataset's files under ``data.root``, intact, or leave to download them (the data module's own errors)."""
+    from lth.data.facts import check_files
     from lth.data.integrity import DatasetCorruptError
     from lth.data.torchvision_files import DatasetNotFoundError
+    from lth.machine import device_type, has_cuda, missing_compiler
 
-    tree = resolved(tree)
-    check_files = getattr(hydra.utils.get_class(tree["data"]["_target_"]), "check_files", None)
+    t, d = tree["trainer"], tree["data"]
+    if t["accelerator"] in ("gpu", "cuda") and not has_cuda():
+        raise ConfigError(f"trainer.accelerator={t['accelerator']} (trainer=gpu or trainer=ddp) needs a CUDA GPU, and "
+                          f"torch finds none here; use trainer=cpu (or trainer.accelerator=auto)")
+    if reason := tree["optimizer"]["compile"] and missing_compiler(device_type(t)):
+        raise ConfigError(f"optimizer.compile=true needs a C++ compiler for torch.compile on the CPU: {reason}; "
+                          f"install one (e.g. g++) or set optimizer.compile=false")
     try:
-        if check_files is not None:
-            check_files(tree["data"]["root"], bool(tree["data"]["download"]))
+        check_files(d["_target_"], d["root"], bool(d["download"]))
     except (DatasetNotFoundError, DatasetCorruptError) as exc:
         raise ConfigError(str(exc)) from None
 
@@ -247,23 +211,6 @@ def check_output_dir(path: Path | str) -> None:
         reason = exc.strerror or str(exc)
     raise ConfigError(f"the output folder {path} cannot be created or written ({reason}); choose another one with "
                       f"hydra.run.dir=PATH (or hydra.sweep.dir=PATH for -m)")
-
-
-def check_override(name: str, value: Any) -> None:
-    """A value given on the command line has its key's type as Hydra parsed it: OmegaConf would silently turn
-    ``lr_warmup=yes`` or ``mask_gradients=1`` into true and ``data.root=123`` into a string."""
-    tp = str(fields()[name].type) if name in fields() else ""
-    tp = tp[9:-1] if tp.startswith("Optional[") else tp
-    fits = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-            "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "str": lambda v: isinstance(v, str)}
-    if tp.startswith("List") and not isinstance(value, list):
-        raise ConfigError(f"{name}={value} must be a list: write {name}=[{value}]")
-    if tp.startswith("List[") and isinstance(value, list) and tp[5:-1] in fits:
-        if bad := next((v for v in value if not fits[tp[5:-1]](v)), None):
-            raise ConfigError(f"{name} contains {bad!r}, which must be {words(name)}")
-    if value is not None and tp in fits and not fits[tp](value):
-        quote = f"; quote it: {name}='{value}'" if tp == "str" and not isinstance(value, (list, dict)) else ""
-        raise ConfigError(f"{name}={value!r} must be {words(name)}{quote}")
 
 
 def check_experiment(cfg: DictConfig, folder: Path) -> None:
@@ -298,29 +245,19 @@ REPLACED = {"warmup.lr": "the warm-up ramps to optimizer.lr: set optimizer.lr in
                                       "authors' code): set analysis.score_examples_per_class"}
 
 
-def _parses(parser, override: str) -> bool:
-    try:
-        return bool(parser.parse_override(override))
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def hydra_message(exc: BaseException, overrides: list[str]) -> str:
+def hydra_message(exc: BaseException) -> str:
     """Hydra's and OmegaConf's composition errors as one line naming the setting."""
     cause = exc.__cause__ or exc
     text = str(exc).split("Config search path:")[0]
     full = getattr(cause, "full_key", None) or ""
-    given = next((o.lstrip("+~").partition("=")[2] for o in overrides if o.lstrip("+~").partition("=")[0] == full), "")
     if options := getattr(exc, "options", None):
         group, option = re.search(r"Could not (?:find|load) '([^']+)/([^/']+)'", text).groups()
         close = difflib.get_close_matches(option, options, n=1)
         return (f"{group}={option} is not an option of {group}" + (f" (did you mean {group}={close[0]}?)" if close
                                                                    else "") + f"; choose {group}={', '.join(options)}")
     if type(exc).__name__ == "OverrideParseException":
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        bad = next((o for o in overrides if not _parses(OverridesParser.create(), o)), "")
-        return f"cannot read the override {bad!r} ({text.splitlines()[0]}); write KEY=VALUE, lists as [a,b], quote: KEY='...'"
+        return f"cannot read the override {exc.override!r} ({text.splitlines()[0]}); write KEY=VALUE, lists as [a,b], " \
+               f"quote: KEY='...'"
     if found := re.search(r"An item is already at '([^']+)'", text):
         return f"{found.group(1)} is already a setting: set it without the + ({found.group(1)}=VALUE)"
     if full and "not in" in str(cause):  # an unknown key
@@ -328,6 +265,4 @@ def hydra_message(exc: BaseException, overrides: list[str]) -> str:
         found = field_of(prefix)
         known = found[1].metadata.get("choices") if found else None
         return unknown(full, list(known or [k.rpartition(".")[2] for k in fields() if k.rpartition(".")[0] == prefix]))
-    if type(cause).__name__ == "ValidationError" and full in fields():
-        return f"{full}={given or '?'} must be {words(full)}"
     return " ".join(f"{text} {cause if cause is not exc else ''}".split())

@@ -1,9 +1,9 @@
-"""LightningDataModules that hold their splits whole on the training device."""
+"""LightningDataModules that hold their splits whole on the training device (imported on first use:
+:mod:`lth.data.facts` and the file checks need no torch)."""
 
-from lth.data.base import OnDeviceDataModule
-from lth.data.cifar10 import CIFAR10DataModule
-from lth.data.digits import DigitsDataModule
-from lth.data.mnist import MNISTDataModule
-from lth.data.stream import BatchStream
+from lth import lazy
 
-__all__ = ["BatchStream", "CIFAR10DataModule", "DigitsDataModule", "MNISTDataModule", "OnDeviceDataModule"]
+_WHERE = {"BatchStream": "stream", "CIFAR10DataModule": "cifar10", "DigitsDataModule": "digits",
+          "MNISTDataModule": "mnist", "OnDeviceDataModule": "base"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy(__name__, _WHERE)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from lth.data.base import OnDeviceDataModule
-from lth.data.torchvision_files import check_torchvision_files, open_torchvision
+from lth.data.facts import DATASETS
+from lth.data.torchvision_files import open_torchvision
 
 # Per-channel statistics of the 50K CIFAR-10 training images.
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -19,22 +20,13 @@ STD = (0.2470, 0.2435, 0.2616)
 
 
 class CIFAR10DataModule(OnDeviceDataModule):
-    name = "cifar10"
-    input_shape = (3, 32, 32)
-    num_classes = 10
-    train_file_size = 50_000
-
-    @classmethod
-    def check_files(cls, root: str, download: bool) -> None:
-        from torchvision.datasets import CIFAR10
-
-        check_torchvision_files(CIFAR10, root, download, "CIFAR-10")
+    name, train_file_size, input_shape, num_classes, files = DATASETS["lth.data.CIFAR10DataModule"]
 
     def load_splits(self):
         from torchvision.datasets import CIFAR10
 
-        train = open_torchvision(CIFAR10, self.root, True, self.download, "CIFAR-10")
-        test = open_torchvision(CIFAR10, self.root, False, self.download, "CIFAR-10")
+        train = open_torchvision(CIFAR10, self.root, True, self.download, self.files)
+        test = open_torchvision(CIFAR10, self.root, False, self.download, self.files)
         mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         std = torch.tensor(STD).view(1, 3, 1, 1)
 

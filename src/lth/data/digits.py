@@ -9,15 +9,11 @@ from __future__ import annotations
 import torch
 
 from lth.data.base import OnDeviceDataModule, split_indices
-
-TEST_SIZE = 360
+from lth.data.facts import DATASETS, DIGITS_TEST_SIZE as TEST_SIZE
 
 
 class DigitsDataModule(OnDeviceDataModule):
-    name = "digits"
-    input_shape = (1, 8, 8)
-    num_classes = 10
-    train_file_size = 1797 - TEST_SIZE  # the 1,797 digits less the fixed test set
+    name, train_file_size, input_shape, num_classes, files = DATASETS["lth.data.DigitsDataModule"]
 
     def __init__(self, root: str = "./data", val_size: int = 180, split_seed: int = 0, download: bool = False):
         super().__init__(root, val_size, split_seed, download)

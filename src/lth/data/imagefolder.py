@@ -24,9 +24,7 @@ batch, so memory does not grow with the number of images (``benchmarks/stream_me
 from __future__ import annotations
 
 import io
-import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,7 +34,8 @@ import pytorch_lightning as pl
 import torch
 
 from lth.data.base import split_indices
-from lth.data.torchvision_files import DatasetNotFoundError
+from lth.data.facts import DATASETS
+from lth.data.prepare import is_remote, read_metadata
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's per-channel statistics (torchvision's reference recipe)
 STD = (0.229, 0.224, 0.225)
@@ -66,48 +65,8 @@ def decode(sample: dict, tf: Callable, seed: int | None = None) -> torch.Tensor:
         return tf(image)
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path or path.startswith("local:")
-
-
-def read_metadata(path: str | None, cache_dir: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """``lth.json`` and the label arrays of a prepared dataset (fetched with litdata's downloader if remote)."""
-    from lth.data.prepare import FORMAT, META
-
-    if path in (None, "", "None"):
-        raise DatasetNotFoundError("data.path is not set: data=imagefolder streams a dataset written by "
-                                   "python -m lth.data.prepare SRC OUT; set data.path=OUT")
-    names = [META, "train-labels.npy", "test-labels.npy"]
-    if _is_remote(path):
-        from litdata.streaming.downloader import get_downloader
-
-        local = tempfile.mkdtemp(prefix="lth-meta-", dir=cache_dir)
-        downloader = get_downloader(path, local, [])
-        try:
-            for name in names:
-                downloader.download_file(f"{path.rstrip('/')}/{name}", os.path.join(local, name))
-        except Exception as exc:  # noqa: BLE001 - each object store raises its own
-            raise DatasetNotFoundError(f"no prepared dataset at data.path={path} ({exc.__class__.__name__}: {exc}); "
-                                       f"write one with python -m lth.data.prepare SRC OUT") from None
-        folder = local
-    else:
-        folder = os.path.expanduser(path)
-        missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
-        if missing:
-            raise DatasetNotFoundError(
-                f"no prepared dataset at data.path={path} ({os.path.join(folder, missing[0])} is missing); write one "
-                f"with python -m lth.data.prepare SRC OUT (SRC/train/<class>/*.jpg, SRC/val/<class>/*.jpg)")
-    with open(os.path.join(folder, META)) as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT:
-        raise DatasetNotFoundError(f"{path} was prepared by another lth version (format {meta.get('format')}, "
-                                   f"expected {FORMAT}); prepare it again with python -m lth.data.prepare")
-    labels = {s: np.load(os.path.join(folder, f"{s}-labels.npy")) for s in ("train", "test")}
-    return meta, labels
-
-
 def _root(path: str) -> str:
-    return (path if _is_remote(path) else os.path.expanduser(path)).rstrip("/")
+    return (path if is_remote(path) else os.path.expanduser(path)).rstrip("/")
 
 
 class ImageStream(litdata.StreamingDataset):
@@ -233,15 +192,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     file's size come from the data, once it is opened (they are instance attributes).
     """
 
-    name = "imagefolder"
-    input_shape: tuple[int, ...] = ()  # known once the data is opened
-    num_classes: int | None = None
-    train_file_size: int | None = None
-
-    @classmethod
-    def check_files(cls, root: str | None, download: bool) -> None:
-        """A prepared dataset is at ``root`` (= ``data.path``): its metadata can be read."""
-        read_metadata(root)
+    # () and None: known once the data is opened (instance attributes below)
+    name, train_file_size, input_shape, num_classes, files = DATASETS["lth.data.imagefolder.ImageFolderDataModule"]
 
     def __init__(self, path: str | None, val_size: int = 10_000, split_seed: int = 0, image_size: int = 224,
                  num_workers: int = 4, root: str | None = None, download: bool = False, cache_dir: str | None = None):

@@ -57,44 +57,30 @@ def verify_files(folder: Path, expected: dict[str, str], name: str) -> None:
             )
 
 
-def mnist_files(root: Path | str) -> tuple[Path, dict[str, str]]:
-    from torchvision.datasets import MNIST
-
-    expected = dict(MNIST_EXTRACTED_MD5)
-    expected.update({fn: digest for fn, digest in MNIST.resources})
-    return Path(root).expanduser() / "MNIST" / "raw", expected
-
-
-def cifar10_files(root: Path | str) -> tuple[Path, dict[str, str]]:
-    from torchvision.datasets import CIFAR10
-
-    expected = {fn: digest for fn, digest in [*CIFAR10.train_list, *CIFAR10.test_list]}
-    expected[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
-    return Path(root).expanduser() / CIFAR10.base_folder, expected
-
-
-def verify_mnist(root: Path | str) -> None:
-    verify_files(*mnist_files(root), "MNIST")
+# torchvision's own MD5s (MNIST.resources; CIFAR10.train_list, test_list and meta), here so that the check needs
+# no torch; tests/test_validation.py compares them with torchvision's.
+TORCHVISION_MD5 = {
+    "MNIST": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+              "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+              "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+              "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+    "CIFAR-10": {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                 "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+                 "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+                 "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"},
+}
+# Per dataset: (its folder under data.root, every file's MD5, the files torchvision reads).
+FILES = {"MNIST": ("MNIST/raw", {**MNIST_EXTRACTED_MD5, **TORCHVISION_MD5["MNIST"]}, list(MNIST_EXTRACTED_MD5)),
+         "CIFAR-10": ("cifar-10-batches-py", TORCHVISION_MD5["CIFAR-10"], list(TORCHVISION_MD5["CIFAR-10"]))}
 
 
-def verify_cifar10(root: Path | str) -> None:
-    verify_files(*cifar10_files(root), "CIFAR-10")
+def read_files(name: str, root: Path | str) -> tuple[Path, list[str]]:
+    """The folder and names of the files torchvision reads for the dataset ``name`` (MNIST, CIFAR-10)."""
+    folder, _, read = FILES[name]
+    return Path(root).expanduser() / folder, read
 
 
-def read_files(cls, root: Path | str) -> tuple[Path, list[str]] | None:
-    """The folder and names of the files torchvision's ``cls`` reads (MNIST, CIFAR10); None for others."""
-    name = getattr(cls, "__name__", "")
-    if name == "MNIST":
-        return mnist_files(root)[0], list(MNIST_EXTRACTED_MD5)
-    if name == "CIFAR10":
-        folder, expected = cifar10_files(root)
-        return folder, list(expected)
-    return None
-
-
-def verify_torchvision(cls, root: Path | str) -> None:
-    """The check for a torchvision dataset class (MNIST, CIFAR10); other classes are not checked."""
-    checks = {"MNIST": verify_mnist, "CIFAR10": verify_cifar10}
-    check = checks.get(getattr(cls, "__name__", ""))
-    if check is not None:
-        check(root)
+def verify_torchvision(name: str, root: Path | str) -> None:
+    """The MD5 check of the dataset ``name`` (MNIST, CIFAR-10) under ``root``."""
+    folder, expected, _ = FILES[name]
+    verify_files(Path(root).expanduser() / folder, expected, name)

@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,48 @@ META = "lth.json"
 SPLITS = {"train": "train", "test": "val"}  # stored split -> SRC sub-folder
 STORE_ORDER_SEED = 0
 START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path or path.startswith("local:")
+
+
+def read_metadata(path: str | None, cache_dir: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """``lth.json`` and the label arrays of a prepared dataset (fetched with litdata's downloader if remote);
+    DatasetNotFoundError where there is none. Needs no torch for a local folder (lth's checks call it)."""
+    from lth.data.torchvision_files import DatasetNotFoundError
+
+    if path in (None, "", "None"):
+        raise DatasetNotFoundError("data.path is not set: data=imagefolder streams a dataset written by "
+                                   "python -m lth.data.prepare SRC OUT; set data.path=OUT")
+    names = [META, "train-labels.npy", "test-labels.npy"]
+    if is_remote(path):
+        from litdata.streaming.downloader import get_downloader
+
+        local = tempfile.mkdtemp(prefix="lth-meta-", dir=cache_dir)
+        downloader = get_downloader(path, local, [])
+        try:
+            for name in names:
+                downloader.download_file(f"{path.rstrip('/')}/{name}", os.path.join(local, name))
+        except Exception as exc:  # noqa: BLE001 - each object store raises its own
+            raise DatasetNotFoundError(f"no prepared dataset at data.path={path} ({exc.__class__.__name__}: {exc}); "
+                                       f"write one with python -m lth.data.prepare SRC OUT") from None
+        folder = local
+    else:
+        folder = os.path.expanduser(path)
+        missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+        if missing:
+            raise DatasetNotFoundError(
+                f"no prepared dataset at data.path={path} ({os.path.join(folder, missing[0])} is missing); write one "
+                f"with python -m lth.data.prepare SRC OUT (SRC/train/<class>/*.jpg, SRC/val/<class>/*.jpg)")
+    with open(os.path.join(folder, META)) as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT:
+        raise DatasetNotFoundError(f"{path} was prepared by another lth version (format {meta.get('format')}, "
+                                   f"expected {FORMAT}); prepare it again with python -m lth.data.prepare")
+    labels = {s: np.load(os.path.join(folder, f"{s}-labels.npy")) for s in ("train", "test")}
+    return meta, labels
+
 
 
 class PrepareError(ValueError):

@@ -21,21 +21,22 @@ def _not_found(name: str, root_path: Path, reason: str, env_hint: str) -> Datase
     )
 
 
-def _all_present(cls, root_path: Path) -> bool:
+def _all_present(name: str, root_path: Path) -> bool:
     from lth.data.integrity import read_files
 
-    files = read_files(cls, root_path)
-    return files is not None and all((files[0] / f).is_file() for f in files[1])
+    folder, files = read_files(name, root_path)
+    return all((folder / f).is_file() for f in files)
 
 
-def check_torchvision_files(cls, root: str, download: bool, name: str, env_hint: str = "LTH_DATA_DIR") -> None:
-    """Before anything is loaded: the files are intact (MD5) and present, or may be downloaded."""
+def check_torchvision_files(name: str, root: str, download: bool, env_hint: str = "LTH_DATA_DIR") -> None:
+    """Before anything is loaded: the files of ``name`` (MNIST, CIFAR-10) are intact (MD5) and present, or may be
+    downloaded. Needs no torch."""
     from lth.data.integrity import read_files, verify_torchvision
 
     root_path = Path(root).expanduser()
-    verify_torchvision(cls, root_path)
-    files = read_files(cls, root_path)
-    if files is None or download:
+    verify_torchvision(name, root_path)
+    files = read_files(name, root_path)
+    if download:
         return
     missing = [f for f in files[1] if not (files[0] / f).is_file()]
     if missing:
@@ -47,11 +48,11 @@ def open_torchvision(cls, root: str, train: bool, download: bool, name: str, env
     from lth.data.integrity import DatasetCorruptError, verify_torchvision
 
     root_path = Path(root).expanduser()
-    verify_torchvision(cls, root_path)  # corrupt files are reported (DatasetCorruptError) before they are read
+    verify_torchvision(name, root_path)  # corrupt files are reported (DatasetCorruptError) before they are read
     try:
         return cls(str(root_path), train=train, download=False)
     except RuntimeError as missing:
-        if _all_present(cls, root_path):  # present but unreadable: a download would not help (nor be tried)
+        if _all_present(name, root_path):  # present but unreadable: a download would not help (nor be tried)
             raise DatasetCorruptError(
                 f"{name} files under {root_path.resolve()} are present but cannot be read ({missing}): one is "
                 f"truncated or damaged. Delete the damaged file and download it again (data.download=true), or point "

@@ -1,6 +1,7 @@
-"""The lottery-ticket procedure: the level loop (plan), its branches, its folder layout."""
+"""The lottery-ticket procedure: the level loop (plan), its branches, its folder layout (imported on first
+use: the configuration's checks read :mod:`lth.lottery.layout` without torch)."""
 
-from lth.lottery.plan import ExperimentError, Lottery
-from lth.lottery import pai_branches, stability_branch  # noqa: E402,F401  (their branches register on import)
+from lth import lazy
 
 __all__ = ["ExperimentError", "Lottery"]
+__getattr__ = lazy(__name__, {"ExperimentError": "plan", "Lottery": "plan"})

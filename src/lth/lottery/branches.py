@@ -7,7 +7,7 @@ in registry order. Branches are not part of an experiment's identity (``lth.iden
 one to a finished experiment trains only its networks.
 
 To add a branch: subclass :class:`Branch` in one file, decorate it with :func:`register`, import
-that file in ``lth/lottery/__init__.py`` (which assembles the registry), and give it a config switch
+that file in ``lth/lottery/registry.py`` (which assembles the registry), and give it a config switch
 and tests.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lth.figures import plot_learning_curves, plot_sparsity_figure
-from lth.lottery.branches import REGISTRY, order
+from lth.lottery.registry import REGISTRY, order
 from lth.results import format_table, sort_rows, write_results
 
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from lth.distributed import sync_mask
 from lth.identity import dense_hash, experiment_hash
-import lth.lottery.branches as registry
+import lth.lottery.registry as registry
 from lth.lottery.dense import dense_round
 from lth.lottery.layout import FORMAT, ExperimentError, Expected, Layout, check_experiment_json
 from lth.lottery.stacking import stacking_on, train_stacked_level

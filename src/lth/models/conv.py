@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from lth.models.init import glorot_gaussian_
-
-PAIR_WIDTHS = (64, 128, 256)
+from lth.models.shapes import PAIR_WIDTHS
 
 
 class ConvNet(nn.Module):

@@ -13,14 +13,7 @@ import torch
 from torch import nn
 
 from lth.models.init import glorot_gaussian_
-
-# "M" = 2x2 max-pooling. The last block has no pooling: global average pooling follows.
-PLANS: dict[int, list[int | str]] = {
-    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
-    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
-    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
-    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
-}
+from lth.models.shapes import PLANS  # "M" = 2x2 max-pooling
 
 
 class VGG(nn.Module):

@@ -1,20 +1,11 @@
 """Masks, magnitude and random pruning, the mask-enforcing optimizer hook, and the compiled
-optimizer that applies the mask itself (``optimizer.compile=true``)."""
+optimizer that applies the mask itself (``optimizer.compile=true``); imported on first use
+(:mod:`lth.pruning.prunable` needs no torch)."""
 
-from lth.pruning.compiled_optimizer import CompiledMaskedOptimizer
-from lth.pruning.hook import MaskEnforcer
-from lth.pruning.magnitude import prune_global, prune_layerwise
-from lth.pruning.mask import Mask
-from lth.pruning.prunable import PrunableTensor, prunable_tensors
-from lth.pruning.random_prune import random_mask_like
+from lth import lazy
 
-__all__ = [
-    "CompiledMaskedOptimizer",
-    "Mask",
-    "MaskEnforcer",
-    "PrunableTensor",
-    "prunable_tensors",
-    "prune_global",
-    "prune_layerwise",
-    "random_mask_like",
-]
+_WHERE = {"CompiledMaskedOptimizer": "compiled_optimizer", "Mask": "mask", "MaskEnforcer": "hook",
+          "PrunableTensor": "prunable", "prunable_tensors": "prunable", "prune_global": "magnitude",
+          "prune_layerwise": "magnitude", "random_mask_like": "random_prune"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy(__name__, _WHERE)

@@ -18,12 +18,13 @@ each tensor is read and written once and the mask costs one extra read.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+
+from lth.machine import missing_compiler
 
 MAX_RECOMPILES = 64  # shapes seen by one process (one per model and device); torch's default is 8
 
@@ -75,20 +76,6 @@ def _compiled_update(kind: str):
         fn = _adam_update if kind == "adam" else _sgd_update
         _compiled[kind] = torch.compile(fn, fullgraph=True, dynamic=False)
     return _compiled[kind]
-
-
-def missing_compiler(device: torch.device | str) -> str | None:
-    """Why ``torch.compile`` cannot build the update on ``device``, or None if it can."""
-    if torch.device(device).type == "cpu":
-        from torch._inductor import cpp_builder
-
-        try:
-            cxx = cpp_builder.get_cpp_compiler()
-        except Exception as exc:  # raised by torch when no compiler is found
-            return f"no C++ compiler found ({exc})"
-        if not shutil.which(cxx):
-            return f"the C++ compiler {cxx!r} is not on PATH"
-    return None
 
 
 class CompiledMaskedOptimizer(torch.optim.Optimizer):

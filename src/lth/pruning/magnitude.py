@@ -12,11 +12,7 @@ from __future__ import annotations
 import torch
 
 from lth.pruning.mask import Mask
-
-
-def prune_count(rate: float, alive: int) -> int:
-    """How many of ``alive`` weights a round at ``rate`` removes (round half up)."""
-    return min(alive, int(rate * alive + 0.5))
+from lth.pruning.prunable import prune_count
 
 
 def _smallest_alive(scores: torch.Tensor, alive: torch.Tensor, k: int) -> torch.Tensor:

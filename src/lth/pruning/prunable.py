@@ -3,15 +3,19 @@
 Following the paper, only the weights of convolutional and linear layers are
 prunable; biases and BatchNorm parameters never are. Each prunable tensor has a
 kind: ``conv``, ``fc`` (hidden fully-connected) or ``output`` (the last linear
-layer), which selects its per-round rate under layer-wise pruning.
+layer), which selects its per-round rate under layer-wise pruning. Needs no torch until
+:func:`prunable_tensors` is called (the configuration's checks use the rest).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
 
 @dataclass(frozen=True)
 class PrunableTensor:
@@ -22,21 +26,17 @@ class PrunableTensor:
 
 def prunable_tensors(model: nn.Module) -> list[PrunableTensor]:
     """Conv and linear weights of ``model`` in module order; the last linear is ``output``."""
-    found: list[PrunableTensor] = []
-    for module_name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            kind = "conv"
-        elif isinstance(module, nn.Linear):
-            kind = "fc"
-        else:
-            continue
-        name = f"{module_name}.weight" if module_name else "weight"
-        found.append(PrunableTensor(name, kind, module.weight.numel()))
-    linear_idx = [i for i, t in enumerate(found) if t.kind == "fc"]
-    if linear_idx:
-        last = found[linear_idx[-1]]
-        found[linear_idx[-1]] = PrunableTensor(last.name, "output", last.numel)
-    return found
+    from torch import nn
+
+    return tensors([(f"{name}.weight" if name else "weight", "fc" if isinstance(m, nn.Linear) else "conv",
+                     m.weight.numel()) for name, m in model.named_modules()
+                    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))])
+
+
+def tensors(found: list[tuple[str, str, int]]) -> list[PrunableTensor]:
+    """``(name, conv|fc, numel)`` in module order as prunable tensors: the last fc is the ``output``."""
+    last = max((i for i, (_, kind, _) in enumerate(found) if kind == "fc"), default=None)
+    return [PrunableTensor(name, "output" if i == last else kind, numel) for i, (name, kind, numel) in enumerate(found)]
 
 
 def is_exempt(tensor: PrunableTensor, exempt: list[str] | tuple[str, ...]) -> bool:
@@ -45,3 +45,8 @@ def is_exempt(tensor: PrunableTensor, exempt: list[str] | tuple[str, ...]) -> bo
         if pattern == tensor.kind or fnmatch.fnmatchcase(tensor.name, pattern):
             return True
     return False
+
+
+def prune_count(rate: float, alive: int) -> int:
+    """How many of ``alive`` weights a round at ``rate`` removes (round half up)."""
+    return min(alive, int(rate * alive + 0.5))

@@ -20,7 +20,7 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     their own section, not aggregated; ``failed_jobs`` (from a sweep) are named in another. ``found``:
     the experiments of ``find_experiments(paths)`` when the caller has them already.
     """
-    import lth.lottery  # noqa: F401  (the registered branches' styles, for the figures)
+    import lth.lottery.registry  # noqa: F401  (the registered branches' styles, for the figures)
     from lth.figures import plot_learning_curves, plot_sparsity_figure
     from lth.report.figures import plot_rewind_sweep
     from lth.storage import atomic_write_csv, atomic_write_text

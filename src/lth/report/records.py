@@ -71,7 +71,7 @@ def planned_cells(config: dict) -> set[tuple[int, str]] | None:
     except (KeyError, TypeError, ValueError):
         return None
     try:
-        from lth.lottery.branches import REGISTRY, selected
+        from lth.lottery.registry import REGISTRY, selected
 
         firsts = {name: int(getattr(REGISTRY[name], "first_level", 1)) for name in selected(config)}
     except ImportError:  # the branches of the experiment module before lth.lottery

@@ -94,7 +94,7 @@ def aggregate(setting: Setting) -> list[dict]:
                 agg[m] = st["mean"]
                 agg.update({f"{m}_{k}": st[k] for k in STATS if st[k] is not None})
         out.append(agg)
-    from lth.lottery.branches import order
+    from lth.lottery.registry import order
 
     return sorted(out, key=lambda r: (r["round"], order(r["branch"]), r["branch"]))
 
