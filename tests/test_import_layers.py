@@ -1,5 +1,5 @@
 """Imports flow one way: run/report -> lottery -> training -> pruning, models, data (and the shared
-utilities). A lower layer importing a higher one, even inside a function, would close an import circle."""
+utilities); among the lowest three, models -> pruning (the torch-free shapes use the prunable kinds). A lower layer importing a higher one, even inside a function, would close an import circle."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "lth"
 LAYERS = {  # package -> the lth packages and modules it must never import
     "training": ("lth.lottery", "lth.report", "lth.run"),
-    "pruning": ("lth.lottery", "lth.report", "lth.run", "lth.training"),
-    "models": ("lth.lottery", "lth.report", "lth.run", "lth.training", "lth.pruning"),
+    "pruning": ("lth.lottery", "lth.report", "lth.run", "lth.training", "lth.models", "lth.data"),
+    "models": ("lth.lottery", "lth.report", "lth.run", "lth.training", "lth.data"),
     "data": ("lth.lottery", "lth.report", "lth.run", "lth.training", "lth.pruning", "lth.models"),
 }
 UTILITIES = ("results", "figures", "storage", "identity", "config_schema", "tracking", "progress")
