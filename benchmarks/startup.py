@@ -55,7 +55,7 @@ timed(lth.run, "check_command", "command checked")
 real_run = lth.run._run
 def _run(cfg):
     t0 = time.time()
-    import torch, pytorch_lightning, lth.lottery, lth.lottery.outputs, lth.training.round, lth.training.stacked_round
+    import torch, pytorch_lightning, lth.lottery.plan, lth.training.round, lth.training.stacked_round
     phases["torch, Lightning, lth imported"] = time.time() - t0
     if cfg.trainer.accelerator in ("gpu", "cuda"):
         t0 = time.time()

@@ -14,6 +14,7 @@ and tests.
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -50,7 +51,7 @@ class Branch:
     keep_final: ClassVar[bool] = False  # save final.pt (weights later levels or analyses need)
     settings: ClassVar[tuple[str, ...]] = ()  # the analysis.* keys it reads: they key its folder
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The branch's folder name at a level: its name, plus a digest of its ``settings`` when it has some
         (``snip-3fa9c2d1``), so a result computed under other settings is never taken for this one."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lth.figures import plot_learning_curves, plot_sparsity_figure
-from lth.lottery.registry import REGISTRY, order
+from lth.lottery.registry import order
 from lth.results import format_table, sort_rows, write_results
 
 
@@ -14,12 +14,11 @@ def collect_rows(lot, rows: list[dict], write: bool = False) -> list[dict]:
     run with other controls stays in results.csv), but only one computed under this run's settings: a
     branch keyed by its settings (``snip-<digest>``) counts only in the folder of today's digest."""
     seen = {(r["round"], r["branch"]) for r in rows}
-    keys = {name: cls(lot).key for name, cls in REGISTRY.items()}
     extra = []
     for path in lot.layout.finished_rows():
         row = lot.layout.read(path)
         if (row["round"], row["branch"]) not in seen and row["round"] <= lot.rounds \
-                and path.parent.name == keys.get(row["branch"], path.parent.name):
+                and path.parent.name == lot.branch_keys.get(row["branch"], path.parent.name):
             seen.add((row["round"], row["branch"]))
             extra.append(row)
     out = sort_rows(rows + extra, order)

@@ -167,6 +167,11 @@ class Lottery:
 
     # ------------------------------------------------------------------ the ticket's masks
     @cached_property
+    def branch_keys(self) -> dict[str, str]:
+        """Every registered branch's folder name under this experiment's settings (``Branch.key``)."""
+        return {name: cls(self).key for name, cls in registry.REGISTRY.items()}
+
+    @cached_property
     def rule(self) -> PruningRule:
         return PruningRule(self.cfg.prune, self.new_model(self.seed))
 
