@@ -107,3 +107,12 @@ def test_preset_composes_into_the_papers_protocol_at_every_sweep_point(name):
         if "examples_per_class" in want:
             assert cfg.analysis.score_examples_per_class == want["examples_per_class"]
             assert cfg.analysis.synflow_iterations == want["synflow_iterations"]
+
+
+@pytest.mark.parametrize("name", ["lenet_mnist", "conv_cifar10", "resnet20_cifar10", "instability_rewind", "pai_vs_imp"])
+def test_the_small_network_presets_train_their_seeds_as_one_stack_where_stacking_pays(name):
+    """Their sweep runs on lth's seed launcher: on a GPU the seeds' networks of a level train as one stack
+    (on the CPU, where stack_networks=auto does not stack, it runs the jobs as Hydra's basic launcher)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment=paper/{name}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.lth_seeds_launcher.seeds_launcher.SeedStackLauncher"
