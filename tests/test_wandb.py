@@ -216,3 +216,20 @@ def test_multirun_jobs_in_one_process_get_one_finished_run_each(tmp_path):
         assert run.display_name == f.parents[2].name  # the job's own folder
         assert any("level/ticket/test_acc_at_es" in h for h in history(f))
     assert len(ids) == 2
+
+
+def test_the_default_logger_runs_offline_on_a_machine_without_a_wandb_login(tmp_path):
+    """The README's first command on a fresh machine: logger=wandb, mode auto, no API key, no WANDB_MODE in the
+    environment. W&B must run offline (an offline run on disk and the ``wandb sync`` hint), not switch itself off."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")  # no ~/.netrc: no login
+    cmd = [sys.executable, "-m", "lth.run", *TINY, f"hydra.run.dir={tmp_path / 'exp'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B is off" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    assert "W&B ran offline; upload with:  wandb sync " in proc.stdout + proc.stderr
+    assert list((tmp_path / "exp" / "wandb").glob("offline-run-*/*.wandb"))

@@ -113,20 +113,20 @@ def quiet_lightning_logs() -> None:
                 logger.addFilter(LibraryMessageFilter(rules))
 
 
-def quiet_wandb() -> None:
-    """W&B's own ``silent`` setting for the process, set before any run starts (lth reports W&B
-    problems itself and prints the ``wandb sync`` command of an offline run)."""
+def quiet_wandb(mode: str) -> None:
+    """W&B's own ``silent`` setting for the process, set before the run starts (lth reports W&B
+    problems itself and prints the ``wandb sync`` command of an offline run). With the run's ``mode``:
+    W&B 0.31 settles the mode of its process-wide settings here, and without it asks for an API key
+    even for an offline run (which then failed: W&B was off on every machine without a login)."""
     try:
         import wandb
 
-        wandb.setup(settings=wandb.Settings(silent=True))
+        wandb.setup(settings=wandb.Settings(silent=True, mode=mode))
     except Exception as exc:  # W&B never stops an experiment (see lth.tracking)
         logging.getLogger("lth").debug("wandb.setup failed: %s", exc)
 
 
-def quiet(wandb: bool = False) -> None:
-    """Everything above; ``wandb=True`` when the run logs to W&B (importing it costs ~0.5 s)."""
+def quiet() -> None:
+    """Everything above but W&B's (``lth.tracking.Tracker`` sets that with the run's mode)."""
     quiet_warnings()
     quiet_lightning_logs()
-    if wandb:
-        quiet_wandb()

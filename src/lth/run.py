@@ -135,7 +135,7 @@ def _run(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     from lth.quiet import quiet
 
-    quiet(wandb=cfg.logger.name == "wandb")  # library chatter off (lth/quiet.py)
+    quiet()  # library chatter off (lth/quiet.py)
     from lth.data.integrity import DatasetCorruptError
     from lth.data.torchvision_files import DatasetNotFoundError
     from lth.lottery import ExperimentError, Lottery

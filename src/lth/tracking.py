@@ -94,6 +94,9 @@ class Tracker:
         try:
             from pytorch_lightning.loggers import WandbLogger
 
+            from lth.quiet import quiet_wandb
+
+            quiet_wandb(self.mode)
             logger = WandbLogger(
                 project=lcfg.get("project", "lth"),
                 entity=lcfg.get("entity"),
