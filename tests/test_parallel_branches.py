@@ -113,3 +113,13 @@ def test_evaluation_beside_training_only_where_a_core_is_free(monkeypatch):
     assert not eval_beside_training(compose_config([*SMALL, "trainer.torch_threads=2"]), cpu, alone=True)
     assert eval_beside_training(compose_config([*SMALL, "eval_beside_training=true"]), cpu, alone=False)
     assert not eval_beside_training(compose_config([*SMALL, "eval_beside_training=false"]), cpu, alone=True)
+
+
+def test_only_the_trainings_of_a_partial_last_wave_evaluate_beside_their_training():
+    from lth.lottery.parallel import last_wave_beside
+
+    assert last_wave_beside(3, 2) == [False, False, True]  # the third trains while a core would idle
+    assert last_wave_beside(4, 2) == [False] * 4  # full waves: every core trains
+    assert last_wave_beside(5, 4) == [False] * 4 + [True]
+    assert last_wave_beside(6, 4) == [False] * 4 + [True, True]
+    assert last_wave_beside(7, 4) == [False] * 7  # three left on four cores: no free core for each

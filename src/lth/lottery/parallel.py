@@ -89,16 +89,26 @@ def _ready() -> None:
     time.sleep(0.2)  # long enough that each worker takes one
 
 
-def _train(training, progress) -> dict:
-    """One training in a worker; its row."""
+def _train(training, progress, beside: bool = False) -> dict:
+    """One training in a worker; its row. ``beside``: its evaluation may take a core of its own (it trains
+    in the level's last, partial wave, beside fewer trainings than there are workers)."""
     from lth.progress import LotteryProgressBar
 
     if "signal" in _worker:
         raise Interrupted(_worker["signal"], f"before round {training.level} {training.branch}")
     lot = _worker["lot"]
+    lot.trainer.alone = beside  # eval_beside_training=auto then evaluates in a thread (lth.training.round)
     lot.trainer.progress_bar = lambda t: LotteryProgressBar(progress, t.level, lot.rounds + 1, t.branch,
                                                             t.mask.weights_remaining(), process_position=_worker["slot"])
     return lot.trainer.train(training)
+
+
+def last_wave_beside(trainings: int, workers: int) -> list[bool]:
+    """Which of ``trainings`` (in submission order, on ``workers`` processes of one torch thread) evaluate
+    beside their training: those of the last, partial wave, when it leaves a free core for each (three
+    trainings on two workers: the third, which otherwise trains while a core idles). Results are the same."""
+    last = trainings % workers
+    return [last > 0 and i >= trainings - last and workers - last >= last for i in range(trainings)]
 
 
 class BranchPool:
@@ -128,9 +138,9 @@ class BranchPool:
         executor = self._start()
         progress = self.lot.progress
         futures = []
-        for t in trainings:
+        for t, beside in zip(trainings, last_wave_beside(len(trainings), self.workers)):
             progress.training_started(t.level, t.branch, t.mask.weights_remaining())
-            futures.append(executor.submit(_train, t, progress))
+            futures.append(executor.submit(_train, t, progress, beside))
         try:
             pending = set(futures)
             while pending:  # a timeout, so that a signal's handler runs in the parent promptly
