@@ -76,9 +76,9 @@ finally:
 """
 
 
-def one(device: str, data_root: str, folder: Path) -> dict:
+def one(device: str, data_root: str, folder: Path, iterations: int = 2000) -> dict:
     args = ["model=lenet300_100", f"data.root={data_root}", "controls=[reinit]", "prune.rounds=1",
-            "train.iterations=2000", "logger=none", "parallel_branches=1", f"trainer={'gpu' if device == 'cuda' else 'cpu'}",
+            f"train.iterations={iterations}", "logger=none", "parallel_branches=1", f"trainer={'gpu' if device == 'cuda' else 'cpu'}",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}"]
     env = {**os.environ, "T_LAUNCH": repr(time.time()), "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, "-c", RUNNER, *args], cwd=REPO, env=env, capture_output=True, text=True)
@@ -99,13 +99,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--iterations", type=int, default=2000, help="per training (the issue's: 2,000)")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         for i in range(args.repeats):
-            runs.append(one(args.device, args.data_root, Path(scratch) / f"exp{i}"))
+            runs.append(one(args.device, args.data_root, Path(scratch) / f"exp{i}", args.iterations))
     whole = min(r["whole command"] for r in runs)
-    print(f"one experiment of a dense round and two 2,000-iteration trainings (LeNet-300-100, MNIST, {args.device}), "
+    print(f"one experiment of a dense round and two {args.iterations:,}-iteration trainings (LeNet-300-100, MNIST, "
+          f"{args.device}), "
           f"min over {args.repeats} fresh processes:")
     for phase in runs[0]:
         best = min(r.get(phase, 0.0) for r in runs)

@@ -77,3 +77,16 @@ def test_probes_keep_pruned_weights_at_zero_and_time_every_evaluation_method():
     x, w, b = torch.randn(50, 784), torch.randn(300, 784) * (torch.rand(300, 784) < 0.1), torch.randn(300)
     (out,) = probes.embedding_bag_linear([x.t().contiguous()], w, b)
     torch.testing.assert_close(out, F.linear(x, w, b), rtol=0, atol=1e-4)  # the same layer
+
+
+def test_the_startup_breakdown_accounts_for_the_whole_command(data_dir):
+    """benchmarks/startup.py (BENCHMARKS.md, "Where an experiment's time goes"): every phase is timed inside the
+    process, and what they leave of the whole command (the rest) is not negative."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--repeats", "1", "--iterations", "100",
+                           "--data-root", str(data_dir)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    phases = {line[:54].strip(): float(line[54:].split()[0]) for line in proc.stdout.splitlines()[1:]}
+    assert {"command checked", "torch, Lightning, lth imported", "data loaded and checked",
+            "trainings (Lightning's Trainer included)", "results and figures written"} <= set(phases)
+    assert phases["trainings (Lightning's Trainer included)"] > 0 and phases["torch, Lightning, lth imported"] > 0
+    assert all(v >= 0 for v in phases.values()), phases  # the rest = whole command - the timed phases

@@ -116,3 +116,6 @@ def test_the_small_network_presets_train_their_seeds_as_one_stack_where_stacking
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment=paper/{name}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.lth_seeds_launcher.seeds_launcher.SeedStackLauncher"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the README: the command line replaces it
+        cfg = compose("config", overrides=[f"experiment=paper/{name}", "hydra/launcher=basic"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("BasicLauncher")
