@@ -10,7 +10,8 @@ What was silenced and why (Lightning 2.6, W&B 0.31, torch 2.14):
 - ``wandb: WARNING The anonymous setting has no effect ...``: Lightning's ``WandbLogger``
   always passes ``anonymous=None`` to ``wandb.init``, which W&B's settings validator reports
   before any run setting applies. W&B's own ``silent`` setting (the one lth's tracker already
-  gives its run) is set for the process with ``wandb.setup`` before the run starts.
+  gives its run) is set for the process with ``wandb.setup`` before the run starts, by
+  ``lth.tracking.Tracker`` through :func:`quiet_wandb`, with the run's mode.
 - Lightning's ``💡 Tip: ... litlogger`` / ``litmodels`` advertisement (an INFO record of
   ``pytorch_lightning.utilities.rank_zero``, once per Trainer, i.e. every round).
 - ``isinstance(treespec, LeafSpec) is deprecated`` (FutureWarning from torch, raised inside
