@@ -32,6 +32,52 @@ def imported(path: Path) -> set[str]:
     return out
 
 
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """lth's modules and the lth modules each imports at run time (a name imported from a package that is a
+    module of it counts as that module)."""
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for m in imported(path):
+            while m and m not in modules:
+                m = m.rpartition(".")[0]
+            if m and m != name:
+                found.add(m)
+        graph[name] = found
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected components of more than one module."""
+    index, low, stack, out = {}, {}, [], []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
 def violations(files, forbidden) -> list[str]:
     return [f"{f.relative_to(SRC)} imports {m}" for f in files for m in sorted(imported(f))
             if any(m == p or m.startswith(p + ".") for p in forbidden)]
@@ -52,3 +98,14 @@ def test_the_check_sees_a_forbidden_import(tmp_path):
     probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lth.lottery import Lottery\n"
                      "def f():\n    from lth.lottery.branches import order\n")
     assert imported(probe) == {"typing", "typing.TYPE_CHECKING", "lth.lottery.branches", "lth.lottery.branches.order"}
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle at all, not even through an import inside a function (the lottery's worker building a
+    Lottery, a step class choosing its CUDA-graph variant): each dependency is passed or placed downstream."""
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_check_sees_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []

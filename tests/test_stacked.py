@@ -21,7 +21,8 @@ from lth.lottery import Lottery
 from lth.pruning import Mask
 from lth.storage import load_tensors
 from lth.training.module import OptimizerSettings
-from lth.training.stacked import StackedNetworks, StackedSteps
+from lth.training.stacked import StackedNetworks
+from lth.training.stacked_steps import StackedSteps
 from lth.training.stacked_graph import primed
 from tests.conftest import FAST, compose_config
 

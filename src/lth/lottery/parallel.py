@@ -60,7 +60,9 @@ def _note(signum, frame):
     _worker.setdefault("signal", signum)
 
 
-def _init(cfg, folder, extra_callbacks, threads: int, slots, log_level: int) -> None:
+def _init(lottery_class, cfg, folder, extra_callbacks, threads: int, slots, log_level: int) -> None:
+    """A worker's start: its own ``lottery_class`` (the parent's, passed by reference: this module does not
+    import lth.lottery.plan, which imports it) on the same experiment folder."""
     for s in SIGNALS:  # outside a training a signal is noted; SaveOnSignal takes over during one
         signal.signal(s, _note)
     import torch
@@ -73,9 +75,7 @@ def _init(cfg, folder, extra_callbacks, threads: int, slots, log_level: int) -> 
 
     register_resolvers()
     quiet()
-    from lth.lottery.plan import Lottery
-
-    lot = Lottery(cfg, folder)
+    lot = lottery_class(cfg, folder)
     lot.extra_callbacks = list(extra_callbacks)
     lot.trainer.alone = False
     lot.setup_data()
@@ -129,7 +129,7 @@ class BranchPool:
             threads = int(self.lot.cfg.trainer.get("torch_threads", 1))
             self.executor = cf.ProcessPoolExecutor(
                 self.workers, mp_context=ctx, initializer=_init,
-                initargs=(self.lot.cfg, self.lot.dir, self.lot.extra_callbacks, threads, ctx.Value("i", 0),
+                initargs=(type(self.lot), self.lot.cfg, self.lot.dir, self.lot.extra_callbacks, threads, ctx.Value("i", 0),
                           logging.getLogger("lth").getEffectiveLevel()))
         return self.executor
 

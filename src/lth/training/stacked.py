@@ -22,7 +22,6 @@ On CUDA the whole step (data gather excepted) is captured once in a CUDA graph a
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -33,6 +32,8 @@ from torch.func import functional_call, vmap
 from lth.pruning import Mask
 from lth.training.module import OptimizerSettings, skip_capture_check
 from lth.training.schedule import LRSchedule
+from lth.training.stacked_graph import MIN_CONSTANT, make_steps
+from lth.training.stacked_steps import StackedSteps
 
 
 def stack_signature(model: nn.Module) -> tuple:
@@ -106,40 +107,6 @@ class StackedNetworks(nn.Module):
         return {k: rows[k][i].detach().cpu().clone() for k in self.state_keys}
 
 
-class StackedSteps:
-    """One training step of every network (eager), and the state it must keep exact."""
-
-    def __init__(self, net: StackedNetworks, optimizer: torch.optim.Optimizer, masks: dict[int, torch.Tensor],
-                 mask_gradients: bool):
-        self.net = net
-        self.optimizer = optimizer
-        self.params = [net.stacked[i] for i in masks]  # only tensors with a pruned entry in some network
-        self.masks = list(masks.values())
-        self.mask_gradients = mask_gradients
-        self.step_fn: Callable = lambda: type(optimizer).step(optimizer)
-
-    def eager(self, x: torch.Tensor, y: torch.Tensor, shared: bool) -> torch.Tensor:
-        losses = self.net.losses(x, y, shared)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        with torch.no_grad():
-            if self.mask_gradients and self.params:
-                torch._foreach_mul_([p.grad for p in self.params], self.masks)
-            self.step_fn()
-            if self.params:
-                torch._foreach_mul_(self.params, self.masks)  # pruned weights back to exactly 0
-        return losses.detach()
-
-    @torch.no_grad()
-    def verify(self) -> None:
-        """Raise if any pruned weight of any network is not exactly 0 (NaN/inf are divergence's)."""
-        for p, m in zip(self.params, self.masks):
-            pruned = p[(m == 0).to(p.device)]  # after fit Lightning may have moved the weights back to the CPU
-            moved = int(torch.count_nonzero(pruned[pruned.isfinite()]))
-            if moved:
-                raise RuntimeError(f"{moved} pruned weights of a stacked network are no longer 0")
-
-
 class StackedModule(pl.LightningModule):
     """Trains N stacked networks from their current weights, each with its mask kept at zero.
 
@@ -184,8 +151,6 @@ class StackedModule(pl.LightningModule):
 
     def rate_stays(self, iteration: int) -> bool:
         """Whether the learning rate is the same for the next ``MIN_CONSTANT`` steps (CUDA graph)."""
-        from lth.training.stacked_graph import MIN_CONSTANT
-
         return self.schedule.is_constant(self.start_iteration, self.end_iteration) or self.schedule.is_constant(
             iteration, min(iteration + MIN_CONSTANT, self.end_iteration))
 
@@ -239,17 +204,3 @@ def dataclass_replace_compile(settings: OptimizerSettings) -> OptimizerSettings:
     import dataclasses
 
     return dataclasses.replace(settings, compile=False)
-
-
-def make_steps(net, optimizer, masks, mask_gradients: bool, cuda_graph: bool, rate_stays) -> StackedSteps:
-    device = next(net.parameters()).device
-    if cuda_graph and device.type == "cuda":
-        from lth.training.stacked_graph import GraphedSteps
-
-        return GraphedSteps(net, optimizer, masks, mask_gradients, rate_stays=rate_stays)
-    return EagerSteps(net, optimizer, masks, mask_gradients)
-
-
-class EagerSteps(StackedSteps):
-    def run(self, x, y, shared: bool, iteration: int) -> torch.Tensor:
-        return self.eager(x, y, shared)

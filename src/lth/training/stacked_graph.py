@@ -22,7 +22,7 @@ import logging
 
 import torch
 
-from lth.training.stacked import StackedSteps
+from lth.training.stacked_steps import StackedSteps
 
 log = logging.getLogger("lth")
 
@@ -112,3 +112,10 @@ class GraphedSteps(StackedSteps):
             losses = self.eager(sx, sy, shared)
         self.graph, self.static, self.key = graph, (sx, sy, losses), key
         self.captures += 1
+
+
+def make_steps(net, optimizer, masks, mask_gradients: bool, cuda_graph: bool, rate_stays) -> StackedSteps:
+    """The stack's step: replayed from a CUDA graph where asked for on a CUDA device, else eager."""
+    if cuda_graph and next(net.parameters()).device.type == "cuda":
+        return GraphedSteps(net, optimizer, masks, mask_gradients, rate_stays=rate_stays)
+    return StackedSteps(net, optimizer, masks, mask_gradients)
