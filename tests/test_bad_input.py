@@ -66,6 +66,8 @@ CASES = [
     ("dropout", ["model.dropout=1.5"], "model.dropout=1.5 must be a number >= 0 and < 1"),
     ("arch-type", ["model.arch.hidden=[300,a]"], "model=lenet300_100 does not fit data=digits (input (1, 8, 8), 10 classes) with model.arch="),
     ("arch-key", ["+model.arch.widht=3"], "unexpected keyword argument 'widht'"),
+    ("arch-key-no-plus", ["model.arch.widht=3"], "model.arch.widht is not an entry of model.arch (it has _target_, "
+                                                 "hidden, dropout); a new entry needs a +: +model.arch.widht=VALUE"),
     ("model-data", ["model=vgg11"], "model=vgg11 does not fit data=digits"),
     ("unknown-key", ["+optimizer.weight_decy=0.1"], "optimizer.weight_decy is not a setting of optimizer; did you mean optimizer.weight_decay?"),
     ("unknown-key-no-plus", ["model.rates.fcc=0.2"], "model.rates.fcc is not a setting of model.rates; did you mean model.rates.fc?"),

@@ -260,9 +260,14 @@ def hydra_message(exc: BaseException) -> str:
                f"quote: KEY='...'"
     if found := re.search(r"An item is already at '([^']+)'", text):
         return f"{found.group(1)} is already a setting: set it without the + ({found.group(1)}=VALUE)"
-    if full and "not in" in str(cause):  # an unknown key
+    if full and "not in" in str(cause):  # an unknown key: the choices the schema declares, else the keys there
         prefix = full.rpartition(".")[0]
         found = field_of(prefix)
-        known = found[1].metadata.get("choices") if found else None
-        return unknown(full, list(known or [k.rpartition(".")[2] for k in fields() if k.rpartition(".")[0] == prefix]))
+        if choices := found and found[1].metadata.get("choices"):
+            return unknown(full, list(choices))
+        there = list(getattr(cause, "parent_node", None) or [])  # OmegaConf's error names the node it looked in
+        if getattr(cause, "object_type", None) is dict:  # a free-form dict (model.arch, a launcher's parameters)
+            has = f" (it has {', '.join(there)})" if there else ""
+            return f"{full} is not an entry of {prefix}{has}; a new entry needs a +: +{full}=VALUE"
+        return unknown(full, there or [k.rpartition(".")[2] for k in fields() if k.rpartition(".")[0] == prefix])
     return " ".join(f"{text} {cause if cause is not exc else ''}".split())
