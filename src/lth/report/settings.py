@@ -59,7 +59,8 @@ def group_settings(experiments: list[ExperimentRecord]) -> list[Setting]:
     for exp in experiments:
         cfg = setting_config(exp.config) if exp.config else {"path": str(exp.path)}
         key = json.dumps(cfg, sort_keys=True, default=str)
-        groups.setdefault(key, Setting(key, cfg)).experiments.append(exp)
+        name = (exp.config or {}).get("model", {}).get("name")  # not in the identity (it changes no result), but
+        groups.setdefault(key, Setting(key, {**cfg, "model.name": name} if name else cfg)).experiments.append(exp)  # titles
     settings = list(groups.values())
     # Label each setting by what distinguishes it from the others.
     varying = sorted({k for s in settings for k in s.config if len({json.dumps(t.config.get(k), default=str) for t in settings}) > 1})
