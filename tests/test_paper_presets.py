@@ -119,3 +119,19 @@ def test_the_small_network_presets_train_their_seeds_as_one_stack_where_stacking
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the README: the command line replaces it
         cfg = compose("config", overrides=[f"experiment=paper/{name}", "hydra/launcher=basic"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("BasicLauncher")
+
+
+def test_help_lists_every_option_of_every_group_presets_included():
+    """``--help`` names each option as it is typed: ``experiment=paper/lenet_mnist``, ``hydra/launcher=lth_seeds``."""
+    from lth.run import usage
+
+    lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1] for line in usage().splitlines() if line.startswith("  ")
+             and ":" in line.split("=")[0]}
+    root = Path(CONFIG_DIR)
+    for path in root.rglob("*.yaml"):
+        group, option = path.parent.relative_to(root).as_posix(), path.relative_to(path.parent).stem
+        while group not in lines and "/" in group:  # a nested option: experiment/paper -> experiment, paper/...
+            group, option = group.rpartition("/")[0], f"{group.rpartition('/')[2]}/{option}"
+        if group == ".":
+            continue  # config.yaml, the primary config
+        assert option in [o.strip() for o in lines[group].split("(")[0].split(",")], (group, option)

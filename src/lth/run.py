@@ -177,8 +177,12 @@ def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:
 
 def usage() -> str:
     """``--help``: the groups' options (conf/) and every key with its doc (lth.config_schema)."""
-    groups = [f"  {g.name}: {', '.join(sorted(p.stem for p in g.glob('*.yaml')))}" for g in
-              sorted(Path(CONFIG_DIR).iterdir()) if g.is_dir() and g.name not in ("hydra", "__pycache__")]
+    def options(group: Path) -> str:  # nested presets too: experiment=paper/lenet_mnist
+        return ", ".join(sorted(p.relative_to(group).with_suffix("").as_posix() for p in group.rglob("*.yaml")))
+
+    root = Path(CONFIG_DIR)
+    groups = [f"  {g.name}: {options(g)}" for g in sorted(root.iterdir()) if g.is_dir() and g.name not in (
+        "hydra", "__pycache__")] + [f"  hydra/launcher: {options(root / 'hydra' / 'launcher')} (Hydra's own: --hydra-help)"]
     keys = [f"  {n}={d}  {doc} [read: {when}; {effect}]" for n, d, when, effect, doc in describe()]
     return "\n".join(["usage: python -m lth.run [GROUP=OPTION] [KEY=VALUE] [-m]   (Hydra's flags: --hydra-help)", "",
                       "Groups (conf/):", *groups, "", "Keys (src/lth/config_schema.py; a model's protocol sets its own):",
