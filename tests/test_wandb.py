@@ -59,6 +59,12 @@ def test_offline_run_holds_levels_curves_layers_tables_and_artifact(tmp_path, mo
     assert _charted_levels(run_dir, hist, "curves/ticket") == {"level 0 (100%)", "level 1 (80.2%)"}
     assert _charted_levels(run_dir, hist, "curves/reinit") == {"level 1 (80.2%)"}
     assert not any("/r0" in k for k in logged_keys(log_file))
+    # ... of the validation accuracy (test_curve=false), even where every point had a test evaluation
+    dense = list(csv.DictReader(open(tmp_path / "exp" / "round_00" / "ticket" / "curve.csv")))
+    assert all(p["test_acc"] != "nan" for p in dense) and [p["val_acc"] for p in dense] != [p["test_acc"] for p in dense]
+    last = [h for h in hist if "curves/ticket_table/path" in h][-1]
+    assert [p["lineVal"] for p in table(run_dir, last, "curves/ticket_table") if p["lineKey"] == "level 0 (100%)"] == \
+        [pytest.approx(float(p["val_acc"])) for p in dense]
     # Per-layer sparsity per level: the ticket's remaining:<tensor> columns, one line per tensor.
     last = [h for h in hist if "layers/ticket_table/path" in h][-1]
     points = table(run_dir, last, "layers/ticket_table")

@@ -75,6 +75,7 @@ class Tracker:
         self.mode = "disabled"
         self.out_dir = Path(out_dir)
         self.rounds = int(cfg.prune.rounds)
+        self.test_curve = bool(cfg.get("test_curve", False))  # the curves chart: test accuracy only then
         self.hint = ""  # the ``wandb sync`` command of an offline run, printed once by ``announce``
         self.logged: set[str] = set()  # "round/branch" of every level this run holds
         self.curves: dict[str, dict[int, tuple[float, list[dict]]]] = {}  # branch -> round -> (% remaining, curve)
@@ -199,7 +200,7 @@ class Tracker:
         from lth.figures import CURVE_LABELS, curve_metric
 
         levels = sorted(self.curves[branch].items())
-        metric = curve_metric([curve for _, (_, curve) in levels])  # val_acc unless test_curve=true
+        metric = curve_metric([curve for _, (_, curve) in levels], self.test_curve)
         return wandb.plot.line_series(
             xs=[[p["iteration"] for p in curve] for _, (_, curve) in levels],
             ys=[[p[metric] for p in curve] for _, (_, curve) in levels],
