@@ -70,8 +70,10 @@ def _key(row: dict) -> str:
 class Tracker:
     """Wraps a WandbLogger; every method is a no-op once tracking is off."""
 
-    def __init__(self, cfg: DictConfig, out_dir: Path, name: str, run_id: str):
+    def __init__(self, cfg: DictConfig, out_dir: Path, name: str, run_id: str,
+                 branch_keys: dict[str, str] | None = None):
         self.logger = None
+        self.branch_keys = branch_keys or {}  # branch -> its folder under this run's settings (snip-<digest>)
         self.mode = "disabled"
         self.out_dir = Path(out_dir)
         self.rounds = int(cfg.prune.rounds)
@@ -187,12 +189,18 @@ class Tracker:
             rows = []
             for path in sorted(self.out_dir.glob("round_*/*/row.json")):
                 try:
-                    rows.append(read_row(path))
+                    row = read_row(path)
                 except Exception:  # a damaged row is the experiment's to report, not W&B's
                     continue
+                if path.parent.name == self.branch_keys.get(row["branch"], path.parent.name):  # not other settings'
+                    rows.append(row)
         for row in sorted(rows, key=lambda r: (r["round"], r["branch"] != "ticket", r["branch"])):
             if row["round"] <= self.rounds and _key(row) not in self.logged:
-                self.level(row, _read_curve(self.out_dir / f"round_{row['round']:02d}" / row["branch"] / "curve.csv"))
+                self.level(row, _read_curve(self._curve_path(row)))
+
+    def _curve_path(self, row: dict) -> Path:
+        folder = self.branch_keys.get(row["branch"], row["branch"])
+        return self.out_dir / f"round_{row['round']:02d}" / folder / "curve.csv"
 
     def _curve_chart(self, branch: str):
         import wandb
@@ -256,7 +264,7 @@ class Tracker:
                    "test_loss", "test_acc", "lr"]
         data = []
         for r in rows:
-            for p in _read_curve(self.out_dir / f"round_{r['round']:02d}" / r["branch"] / "curve.csv"):
+            for p in _read_curve(self._curve_path(r)):
                 data.append([r["round"], r["branch"], r["weights_remaining"], *[p.get(c) for c in columns[3:]]])
         return wandb.Table(columns=columns, data=data)
 
