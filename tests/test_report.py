@@ -95,6 +95,7 @@ def test_rewind_sweep_figure_and_table_match_each_experiments_results(tmp_path):
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 10_000
     assert "## Rewind sweep" in text and "](figures/rewind_sweep.png)" in text
     section = text.split("## Rewind sweep", 1)[1]
+    assert "Mean ± standard deviation [min, max] over seeds" in section  # what its cells hold
     table = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
     cells = {(int(c[1]), int(c[2])): c for c in ([x.strip() for x in line.strip("|").split("|")] for line in table)}
     assert sorted(cells) == [(rnd, k) for rnd in (0, 1) for k in rewinds]

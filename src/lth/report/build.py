@@ -99,7 +99,8 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
                f"{head}; rewind iteration K = {', '.join(map(str, sweep.rewinds))}. The ticket's test accuracy at early "
                "stop and, where the `instability` branch was trained (`instability=true`), its error barrier: the "
                "test error on the linear path between the ticket and a copy trained with other SGD noise, above the "
-               "mean of the ends' errors (stable below 2 percentage points). Mean [min, max] over seeds.", "",
+               "mean of the ends' errors (stable below 2 percentage points). Mean ± standard deviation [min, max] "
+               "over seeds; the figure's error bars: the 95% confidence interval.", "",
                rewind_table(sweep), "", f"![rewind sweep]({fig.relative_to(out).as_posix()})", ""]
     if unfinished:
         md += ["## Unfinished experiments", "",
