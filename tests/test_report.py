@@ -95,6 +95,7 @@ def test_rewind_sweep_figure_and_table_match_each_experiments_results(tmp_path):
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 10_000
     assert "## Rewind sweep" in text and "](figures/rewind_sweep.png)" in text
     section = text.split("## Rewind sweep", 1)[1]
+    assert "Mean ± standard deviation [min, max] over seeds" in section  # what its cells hold
     table = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
     cells = {(int(c[1]), int(c[2])): c for c in ([x.strip() for x in line.strip("|").split("|")] for line in table)}
     assert sorted(cells) == [(rnd, k) for rnd in (0, 1) for k in rewinds]
@@ -190,3 +191,42 @@ def test_cli_bad_arguments_one_error_line(argv, message, tmp_path, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], captured.err
     assert "Traceback" not in captured.out + captured.err
+
+
+def test_learning_curves_draw_validation_without_test_curve_whatever_the_test_points(seed_runs, tmp_path, monkeypatch):
+    """With test_curve=false the test split is evaluated only at new validation minima, which in a short
+    training can be every point (and every point of one level but not of another): the experiment's
+    and the report's learning curves still draw the validation accuracy, as the README says (they drew
+    "test accuracy" when every point happened to have one, and the report failed on a mix of levels)."""
+    import lth.figures
+    from lth.lottery import outputs
+
+    root = tmp_path / "runs"
+    for s in ("seed0", "seed1"):
+        _copy(seed_runs / s, root / s)
+    dense = [_csv(root / s / "round_00" / "ticket" / "curve.csv") for s in ("seed0", "seed1")]
+    assert all(p["test_acc"] != "nan" for c in dense for p in c)  # every point a new minimum: all tested
+    path = root / "seed1" / "round_01" / "ticket" / "curve.csv"
+    rows = _csv(path)
+    rows[1]["test_acc"] = rows[1]["test_loss"] = "nan"  # a point that was not a new minimum at level 1
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    drawn = []
+
+    def spy(real):
+        return lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1]
+
+    monkeypatch.setattr(lth.figures, "plot_learning_curves", spy(lth.figures.plot_learning_curves))
+    report([root], tmp_path / "rep")
+    ax = drawn[-1].axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)"
+    mean_val = [100 * (float(a["val_acc"]) + float(b["val_acc"])) / 2 for a, b in zip(*dense)]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx(mean_val)  # level 100%: the seeds' mean validation accuracy
+
+    monkeypatch.setattr(outputs, "plot_learning_curves", spy(outputs.plot_learning_curves))
+    Lottery(compose_config([*TINY, "seed=0"]), root / "seed0").run()  # finished: redraws its figures
+    ax = drawn[-1].axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)"
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([100 * float(p["val_acc"]) for p in dense[0]])

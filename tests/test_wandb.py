@@ -59,6 +59,12 @@ def test_offline_run_holds_levels_curves_layers_tables_and_artifact(tmp_path, mo
     assert _charted_levels(run_dir, hist, "curves/ticket") == {"level 0 (100%)", "level 1 (80.2%)"}
     assert _charted_levels(run_dir, hist, "curves/reinit") == {"level 1 (80.2%)"}
     assert not any("/r0" in k for k in logged_keys(log_file))
+    # ... of the validation accuracy (test_curve=false), even where every point had a test evaluation
+    dense = list(csv.DictReader(open(tmp_path / "exp" / "round_00" / "ticket" / "curve.csv")))
+    assert all(p["test_acc"] != "nan" for p in dense) and [p["val_acc"] for p in dense] != [p["test_acc"] for p in dense]
+    last = [h for h in hist if "curves/ticket_table/path" in h][-1]
+    assert [p["lineVal"] for p in table(run_dir, last, "curves/ticket_table") if p["lineKey"] == "level 0 (100%)"] == \
+        [pytest.approx(float(p["val_acc"])) for p in dense]
     # Per-layer sparsity per level: the ticket's remaining:<tensor> columns, one line per tensor.
     last = [h for h in hist if "layers/ticket_table/path" in h][-1]
     points = table(run_dir, last, "layers/ticket_table")
@@ -143,6 +149,27 @@ def test_resumed_experiment_newest_run_holds_every_level(tmp_path, monkeypatch):
     results = [h for h in hist if "results/path" in h]
     assert len(table(newest.parent, results[0], "results")) == 3
 
+
+
+def test_branches_in_folders_keyed_by_their_settings_are_logged_with_this_runs_settings(tmp_path, monkeypatch):
+    """SNIP's folder is named with a digest of its analysis.* settings (snip-<digest>): the run logs
+    the SNIP trained under its own settings, not an earlier run's on other settings found on disk, with
+    its learning curve in the curves chart and table (they were read from round_NN/snip/, which is never
+    there, and the earlier run's row was logged first and kept)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "exp"
+    snip = [*TINY, "controls=[snip]"]
+    Lottery(compose_config([*snip, "logger=none", "analysis.score_examples_per_class=2"]), out).run()
+    rows = Lottery(compose_config([*snip, "logger=wandb", "logger.mode=offline"]), out).run()
+    mine = next(r for r in rows if r["branch"] == "snip")
+    scores = {json.loads(p.read_text())["test_acc_at_es"] for p in out.glob("round_01/snip-*/row.json")}
+    assert len(scores) == 2 and mine["test_acc_at_es"] in scores  # two SNIP networks on disk, told apart
+    log_file = _offline_log(out)
+    run_dir, hist = log_file.parent, history(log_file)
+    assert [h["level/snip/test_acc_at_es"] for h in hist if "level/snip/test_acc_at_es" in h] == [mine["test_acc_at_es"]]
+    assert _charted_levels(run_dir, hist, "curves/snip") == {"level 1 (80.2%)"}
+    curves = table(run_dir, [h for h in hist if "curves/path" in h][0], "curves")
+    assert len([c for c in curves if c["branch"] == "snip"]) == 3  # evaluations at 0, 10, 20
 
 def test_group_is_shared_by_seeds_only():
     from lth.tracking import setting_group

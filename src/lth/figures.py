@@ -190,10 +190,13 @@ def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str =
     return fig
 
 
-def curve_metric(curves) -> str:
+def curve_metric(curves, test_curve: bool | None = None) -> str:
     """``test_acc`` when every point of ``curves`` (lists of evaluation points) has a test accuracy
-    (``test_curve=true``), else ``val_acc``: by default the test split is evaluated only at new
-    validation minima (``lth.training.evaluation.PeriodicEvaluation``)."""
+    and ``test_curve`` is not False, else ``val_acc``: by default (``test_curve=false``) the test split
+    is evaluated only at new validation minima (``lth.training.evaluation.PeriodicEvaluation``), which
+    can be every point of a short training: the caller that knows the setting passes it."""
+    if test_curve is False:
+        return "val_acc"
     points = [p for c in curves for p in c]
     finite = all(isinstance(p.get("test_acc"), (int, float)) and math.isfinite(p["test_acc"]) for p in points)
     return "test_acc" if points and finite else "val_acc"
@@ -232,15 +235,15 @@ def _trained_range(curves: dict, key: str = "test_acc", band: tuple[str, str] = 
 
 
 def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str = "",
-                         band: tuple[str, str] = ("_min", "_max")):
+                         band: tuple[str, str] = ("_min", "_max"), test_curve: bool | None = None):
     """``curves``: label -> evaluation points; the test accuracy against iteration, one line per level,
     or the validation accuracy, labelled so, when the test split was not evaluated at every point
-    (``curve_metric``); with a band when the points carry ``<metric><band[0]>`` / ``<metric><band[1]>``
+    (``curve_metric``, given the experiments' ``test_curve``); with a band when the points carry ``<metric><band[0]>`` / ``<metric><band[1]>``
     (min/max by default, the report's 95% confidence interval).
     The legend is to the right of the plot. More than ``MAX_CURVES`` levels: that many, evenly
     chosen (the legend says so). The y axis starts below the trained points, not at the untrained
     start. Returns the figure (already saved and closed)."""
-    key = curve_metric(curves.values())
+    key = curve_metric(curves.values(), test_curve)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     total = len(curves)
     curves = thin_levels(curves, MAX_CURVES)

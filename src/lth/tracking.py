@@ -70,11 +70,14 @@ def _key(row: dict) -> str:
 class Tracker:
     """Wraps a WandbLogger; every method is a no-op once tracking is off."""
 
-    def __init__(self, cfg: DictConfig, out_dir: Path, name: str, run_id: str):
+    def __init__(self, cfg: DictConfig, out_dir: Path, name: str, run_id: str,
+                 branch_keys: dict[str, str] | None = None):
         self.logger = None
+        self.branch_keys = branch_keys or {}  # branch -> its folder under this run's settings (snip-<digest>)
         self.mode = "disabled"
         self.out_dir = Path(out_dir)
         self.rounds = int(cfg.prune.rounds)
+        self.test_curve = bool(cfg.get("test_curve", False))  # the curves chart: test accuracy only then
         self.hint = ""  # the ``wandb sync`` command of an offline run, printed once by ``announce``
         self.logged: set[str] = set()  # "round/branch" of every level this run holds
         self.curves: dict[str, dict[int, tuple[float, list[dict]]]] = {}  # branch -> round -> (% remaining, curve)
@@ -186,12 +189,18 @@ class Tracker:
             rows = []
             for path in sorted(self.out_dir.glob("round_*/*/row.json")):
                 try:
-                    rows.append(read_row(path))
+                    row = read_row(path)
                 except Exception:  # a damaged row is the experiment's to report, not W&B's
                     continue
+                if path.parent.name == self.branch_keys.get(row["branch"], path.parent.name):  # not other settings'
+                    rows.append(row)
         for row in sorted(rows, key=lambda r: (r["round"], r["branch"] != "ticket", r["branch"])):
             if row["round"] <= self.rounds and _key(row) not in self.logged:
-                self.level(row, _read_curve(self.out_dir / f"round_{row['round']:02d}" / row["branch"] / "curve.csv"))
+                self.level(row, _read_curve(self._curve_path(row)))
+
+    def _curve_path(self, row: dict) -> Path:
+        folder = self.branch_keys.get(row["branch"], row["branch"])
+        return self.out_dir / f"round_{row['round']:02d}" / folder / "curve.csv"
 
     def _curve_chart(self, branch: str):
         import wandb
@@ -199,7 +208,7 @@ class Tracker:
         from lth.figures import CURVE_LABELS, curve_metric
 
         levels = sorted(self.curves[branch].items())
-        metric = curve_metric([curve for _, (_, curve) in levels])  # val_acc unless test_curve=true
+        metric = curve_metric([curve for _, (_, curve) in levels], self.test_curve)
         return wandb.plot.line_series(
             xs=[[p["iteration"] for p in curve] for _, (_, curve) in levels],
             ys=[[p[metric] for p in curve] for _, (_, curve) in levels],
@@ -255,7 +264,7 @@ class Tracker:
                    "test_loss", "test_acc", "lr"]
         data = []
         for r in rows:
-            for p in _read_curve(self.out_dir / f"round_{r['round']:02d}" / r["branch"] / "curve.csv"):
+            for p in _read_curve(self._curve_path(r)):
                 data.append([r["round"], r["branch"], r["weights_remaining"], *[p.get(c) for c in columns[3:]]])
         return wandb.Table(columns=columns, data=data)
 

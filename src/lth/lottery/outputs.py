@@ -44,7 +44,7 @@ def write_outputs(lot, rows: list[dict], draw: bool = True) -> list[Path]:
         path = lot.layout.curve(r["round"], r["branch"])
         if r["branch"] == "ticket" and path.exists():
             curves[f"{r['weights_remaining']:.3g}%"] = lot.layout.read(path)
-    plot_learning_curves(curves, figures[1], f"{title}: ticket learning curves")
+    plot_learning_curves(curves, figures[1], f"{title}: ticket learning curves", test_curve=bool(lot.cfg.test_curve))
     for branch in lot.branches:  # branches with figures of their own (instability)
         figures += branch.figures(rows) if hasattr(branch, "figures") else []
     return figures

@@ -81,7 +81,8 @@ class Lottery:
     def run(self) -> list[dict]:
         self.claim_folder()
         self.setup_data()
-        self.tracker = Tracker(self.cfg, self.dir, self.name, run_id=run_id(self.cfg, self.dir))
+        self.tracker = Tracker(self.cfg, self.dir, self.name, run_id=run_id(self.cfg, self.dir),
+                               branch_keys=self.branch_keys)
         planned = sum(self.rounds + 1 - b.first_level + getattr(b, "extra_trainings", 0) for b in self.branches)
         self.progress = ExperimentProgress(planned, levels=self.rounds + 1)
         self.trainer.progress_bar = lambda t: LotteryProgressBar(self.progress, t.level, self.rounds + 1, t.branch,

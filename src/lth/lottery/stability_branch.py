@@ -5,7 +5,7 @@ the level's mask, a fresh optimizer at iteration K) with different SGD noise: th
 and another data order and augmentation draw. At levels >= 1 the first copy is the ticket itself. At
 level 0 with rewinding (K > 0) the dense round cannot be that copy: it was trained from θ0, with its
 optimizer state carried through K. So there a *reference* copy restarts from θK with the ticket's
-data order (``round_00/instability/reference/``), and the path runs from it to the copy (Frankle et
+data order (``round_00/instability-<digest>/reference/``), and the path runs from it to the copy (Frankle et
 al. 2020, Algorithm 1: both copies continue from W_k). The test error along the straight line
 between the first copy's and the second copy's final weights
 (``analysis.interpolation_points`` evenly spaced α, the paper's 30) is written to the copy's

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 from lth.report.markdown import _title, failed_jobs_table, markdown_table, rewind_table, unfinished_table
-from lth.report.records import find_experiments
+from lth.report.records import find_experiments, read_csv
 from lth.report.rewind import rewind_sweeps
 from lth.report.settings import ANALYSIS_METRICS, METRICS, STATS, aggregate, group_settings, mean_curve, pick_levels
 
@@ -21,7 +21,7 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     the experiments of ``find_experiments(paths)`` when the caller has them already.
     """
     import lth.lottery.registry  # noqa: F401  (the registered branches' styles, for the figures)
-    from lth.figures import plot_learning_curves, plot_sparsity_figure
+    from lth.figures import curve_metric, plot_learning_curves, plot_sparsity_figure
     from lth.report.figures import plot_rewind_sweep
     from lth.storage import atomic_write_csv, atomic_write_text
 
@@ -68,14 +68,15 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
 
         ticket_levels = [r["weights_remaining"] for r in rows if r["branch"] == "ticket"]
         chosen = pick_levels(ticket_levels, levels)
-        curves = {}
-        for lvl in chosen:
-            rnd = next(r["round"] for r in rows if r["branch"] == "ticket" and r["weights_remaining"] == lvl)
-            c = mean_curve([e.path / f"round_{rnd:02d}" / "ticket" / "curve.csv" for e in s.experiments])
-            if c:
-                curves[f"{lvl:.1f}%"] = c
+        paths = {lvl: [e.path / f"round_{rnd:02d}" / "ticket" / "curve.csv" for e in s.experiments]
+                 for lvl in chosen
+                 for rnd in [next(r["round"] for r in rows if r["branch"] == "ticket" and r["weights_remaining"] == lvl)]}
+        test_curve = all(e.config.get("test_curve", False) for e in s.experiments)
+        key = curve_metric([read_csv(p) for ps in paths.values() for p in ps if p.exists()], test_curve)  # one for all levels
+        curves = {f"{lvl:.1f}%": c for lvl, ps in paths.items() if (c := mean_curve(ps, key))}
         lc = fig_dir / f"{s.slug}_learning_curves.png"
-        plot_learning_curves(curves, lc, f"{title}: ticket learning curves{band}", band=("_ci_low", "_ci_high"))
+        plot_learning_curves(curves, lc, f"{title}: ticket learning curves{band}", band=("_ci_low", "_ci_high"),
+                             test_curve=test_curve)
 
         md += [f"## {s.label}", "", f"{title}; {n} trial(s), seeds {', '.join(str(e.seed) for e in s.experiments)}.", "",
                markdown_table(rows), "",
@@ -98,7 +99,8 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
                f"{head}; rewind iteration K = {', '.join(map(str, sweep.rewinds))}. The ticket's test accuracy at early "
                "stop and, where the `instability` branch was trained (`instability=true`), its error barrier: the "
                "test error on the linear path between the ticket and a copy trained with other SGD noise, above the "
-               "mean of the ends' errors (stable below 2 percentage points). Mean [min, max] over seeds.", "",
+               "mean of the ends' errors (stable below 2 percentage points). Mean ± standard deviation [min, max] "
+               "over seeds; the figure's error bars: the 95% confidence interval.", "",
                rewind_table(sweep), "", f"![rewind sweep]({fig.relative_to(out).as_posix()})", ""]
     if unfinished:
         md += ["## Unfinished experiments", "",
