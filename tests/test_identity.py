@@ -142,6 +142,25 @@ def test_the_lock_of_a_killed_process_does_not_block_a_resume(tmp_path):
     assert (run_dir / "results.csv").exists()
 
 
+def test_a_second_process_is_refused_before_it_rewrites_the_running_ones_hydra_record(tmp_path):
+    """The refusal comes before Hydra writes the job's .hydra/: the running experiment's record of its
+    command stays as it was (it said controls=[reinit] of the refused command, not of the run)."""
+    run_dir = tmp_path / "exp"
+    finished(lth_run(tmp_path, "prune.rounds=0", f"hydra.run.dir={run_dir}"))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lth.lottery.layout import experiment_lock\n"
+                               f"with experiment_lock(__import__('pathlib').Path({str(run_dir)!r})):\n"
+                               "    print('locked', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
+        err = finished(lth_run(tmp_path, "prune.rounds=1", "controls=[reinit]", f"hydra.run.dir={run_dir}"), 2)
+        assert err.strip() == f"error: another lth process (pid {holder.pid}) is running this experiment in {run_dir}; " \
+                              f"wait for it to finish, or stop it (kill {holder.pid}) and re-run this command to continue"
+        assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+
 def test_a_folder_of_the_previous_format_is_named_not_silently_left_behind(tmp_path, capsys, monkeypatch):
     """A format-2 folder (prune.rounds in its hash) of this experiment beside the new one: refused with one line."""
     import json as _json

@@ -107,6 +107,12 @@ def test_rewind_sweep_figure_and_table_match_each_experiments_results(tmp_path):
             assert remaining == f"{float(ticket['weights_remaining']):.2f}" and trials == "1"
             assert acc == f"{100 * float(ticket['test_acc_at_es']):.2f}"
             assert barrier == f"{100 * float(copy['instability']):.2f}"
+    for k in rewinds:  # each setting's own table has the barrier too (an instability study without a K sweep)
+        own = next(s for s in text.split("\n## ") if s.startswith(f"rewind_iteration={k}\n"))
+        rows = {(int(r["round"]), r["branch"]): r for r in _csv(root / f"k{k}" / "results.csv")}
+        for rnd in (0, 1):
+            line = next(x for x in own.splitlines() if x.startswith(f"| {rnd} | instability |"))
+            assert line.split("|")[-2].strip() == f"{100 * float(rows[(rnd, 'instability')]['instability']):.2f}"
 
 
 # ---------------------------------------------------------------------- unfinished experiments

@@ -189,3 +189,15 @@ def test_quiet_attaches_one_filter_per_logger(name):
     quiet()
     quiet()
     assert sum(isinstance(f, LibraryMessageFilter) for f in logging.getLogger(name).filters) == 1
+
+
+def test_the_printed_table_keeps_its_columns_with_long_branch_names():
+    """``magnitude_init_shuffle`` (22 characters) pushed its row's numbers out of their columns."""
+    from lth.results import format_table
+
+    rows = [{"round": 1, "branch": b, "weights_remaining": 80.2, "es_iteration": 20, "test_acc_at_es": 0.9,
+             "final_test_acc": 0.9, "min_val_loss": 0.4} for b in ("ticket", "magnitude_init_shuffle")]
+    header, _, *lines = format_table(rows).splitlines()
+    ends = [m.end() for m in re.finditer(r"remaining %|es iter|test@es|final test|min val loss", header)]
+    for line in lines:
+        assert [m.end() for m in re.finditer(r"\S+", line)][2:] == ends, (header, line)

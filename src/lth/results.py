@@ -50,14 +50,15 @@ def _fmt(value, spec: str) -> str:
 def format_table(rows: list[dict]) -> str:
     """A short fixed-width table of ``rows`` in their order, as printed at the end of an experiment."""
     barrier = any("instability" in r for r in rows)
-    header = (f"{'round':>5} {'branch':<16} {'remaining %':>11} {'es iter':>8} {'test@es':>8} {'final test':>10} "
+    width = max([16, *(len(str(r["branch"])) for r in rows)])  # magnitude_init_shuffle: 22
+    header = (f"{'round':>5} {'branch':<{width}} {'remaining %':>11} {'es iter':>8} {'test@es':>8} {'final test':>10} "
               f"{'min val loss':>12}" + (f" {'barrier':>8}" if barrier else ""))
     lines = [header, "-" * len(header)]
     for r in rows:
         flag = "  diverged" if r.get("diverged") else ""
         extra = f" {_fmt(r['instability'], '8.4f')}" if barrier and "instability" in r else ""
         lines.append(
-            f"{r['round']:>5} {r['branch']:<16} {_fmt(r['weights_remaining'], '11.2f')} {_fmt(r.get('es_iteration', '-'), '>8')} "
+            f"{r['round']:>5} {r['branch']:<{width}} {_fmt(r['weights_remaining'], '11.2f')} {_fmt(r.get('es_iteration', '-'), '>8')} "
             f"{_fmt(r.get('test_acc_at_es', '-'), '>8.4f')} {_fmt(r.get('final_test_acc', '-'), '>10.4f')} "
             f"{_fmt(r.get('min_val_loss', '-'), '>12.4f')}"
             f"{extra}{flag}"

@@ -231,13 +231,15 @@ def check_experiment(cfg: DictConfig, folder: Path) -> None:
                                       f"2, before experiments were keyed by what changes each network): it cannot be "
                                       f"continued; move it away to start this one in {folder}")
         return
-    from lth.lottery.layout import Layout, check_experiment_json
+    from lth.lottery.layout import Layout, check_experiment_json, lock_holder, running_elsewhere
     from lth.storage import CorruptFileError
 
     try:
         check_experiment_json(Layout(folder), experiment_hash(cfg))
     except (ValueError, CorruptFileError) as exc:
         raise ConfigError(str(exc)) from None
+    if (pid := lock_holder(folder)) is not None:  # refused before Hydra rewrites the running one's .hydra/
+        raise ConfigError(running_elsewhere(folder, pid))
 
 
 REPLACED = {"warmup.lr": "the warm-up ramps to optimizer.lr: set optimizer.lr instead",

@@ -422,6 +422,27 @@ class ExperimentError(RuntimeError):
     """A problem the user can fix (wrong folder, diverged search, a second writer); reported without a traceback."""
 
 
+def running_elsewhere(folder: Path, pid: str) -> str:
+    return (f"another lth process (pid {pid}) is running this experiment in {folder}; wait for it to finish, or "
+            f"stop it (kill {pid}) and re-run this command to continue")
+
+
+def lock_holder(folder: Path) -> str | None:
+    """The pid of the process holding ``folder``'s experiment lock, else None; read only (the lock is tried
+    and released at once), for the checks before Hydra writes the job's ``.hydra/`` into the folder."""
+    try:
+        handle = open(folder / ".lock")
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "?"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 @contextlib.contextmanager
 def experiment_lock(folder: Path):
     """One writer per experiment: an exclusive ``flock`` on ``<folder>/.lock``, which holds the owner's
@@ -432,9 +453,7 @@ def experiment_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            pid = handle.read().strip() or "?"
-            raise ExperimentError(f"another lth process (pid {pid}) is running this experiment in {folder}; wait for "
-                                  f"it to finish, or stop it (kill {pid}) and re-run this command to continue") from None
+            raise ExperimentError(running_elsewhere(folder, handle.read().strip() or "?")) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

@@ -29,12 +29,16 @@ def _cell(row: dict, m: str, scale: float, spec: str, trials: str = "trials") ->
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| round | branch | % weights remaining | trials | test acc at early stop (%) | early-stop iteration | final test acc (%) | min val loss |",
-             "|---:|:---|---:|---:|---:|---:|---:|---:|"]
+    """One line per (level, branch); with the instability branch, its error barrier in a last column."""
+    barrier = any("instability" in r for r in rows)
+    lines = ["| round | branch | % weights remaining | trials | test acc at early stop (%) | early-stop iteration | final test acc (%) | min val loss |"
+             + (" error barrier (pp) |" if barrier else ""),
+             "|---:|:---|---:|---:|---:|---:|---:|---:|" + ("---:|" if barrier else "")]
     for r in rows:
         trials = f"{r['trials']}" + (f" (+{r['diverged']} diverged)" if r["diverged"] else "")
         lines.append(f"| {r['round']} | {r['branch']} | {r['weights_remaining']:.2f} | {trials} | {_cell(r, 'test_acc_at_es', 100, '.2f')} | "
-                     f"{_cell(r, 'es_iteration', 1, '.0f')} | {_cell(r, 'final_test_acc', 100, '.2f')} | {_cell(r, 'min_val_loss', 1, '.4f')} |")
+                     f"{_cell(r, 'es_iteration', 1, '.0f')} | {_cell(r, 'final_test_acc', 100, '.2f')} | {_cell(r, 'min_val_loss', 1, '.4f')} |"
+                     + (f" {_cell(r, 'instability', 100, '.2f')} |" if barrier else ""))
     return "\n".join(lines)
 
 
