@@ -55,7 +55,8 @@ def test_report_mean_min_max_match_per_seed_results(seed_runs, tmp_path):
             assert float(agg[f"{m}_max"]) == pytest.approx(max(v))
     text = md.read_text()
     assert "| 1 | reinit |" in text and "[" in text  # mean [min, max]
-    assert "lenet300_100 on Digits layerwise pruning; 2 trial(s)" in text  # the model's name, though not in the identity
+    assert "lenet300_100 on digits layerwise pruning; 2 trial(s)" in text  # the model's name, though not in the identity;
+    # the data as the experiment's own figures name it
     figs = sorted(p.name for p in (tmp_path / "rep" / "figures").glob("*.png"))
     assert len(figs) == 5  # 2 settings x (sparsity figure, learning curves) + comparison
     for p in (tmp_path / "rep" / "figures").glob("*.png"):

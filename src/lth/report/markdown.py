@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lth.data.facts import DATASETS
 from lth.report.records import ExperimentRecord, planned_cells
 from lth.report.rewind import REWIND_KEY, RewindSweep
 from lth.report.settings import Setting
@@ -56,7 +57,8 @@ def rewind_table(sweep: RewindSweep) -> str:
 
 def _title(setting: Setting) -> str:
     c = setting.config
-    data = str(c.get("data._target_", "")).rsplit(".", 1)[-1].replace("DataModule", "")
+    target = str(c.get("data._target_", ""))  # the dataset's name as the experiment's own figures give it
+    data = DATASETS[target].name if target in DATASETS else target.rsplit(".", 1)[-1].replace("DataModule", "")
     parts = [str(c.get("model.name", "")), f"on {data}" if data else "", f"{c.get('prune.scheme', '')} pruning"]
     return " ".join(p for p in parts if p).strip()
 
