@@ -82,6 +82,13 @@ def assert_legend_clear_of_data(fig):
             assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers a plot"
 
 
+def test_a_sparsity_figure_with_nothing_to_draw_says_why(tmp_path, drawn):
+    diverged = {"ticket": [{"weights_remaining": w, "test_acc_at_es": None, "es_iteration": None} for w in (100, 80)]}
+    figures.plot_sparsity_figure(diverged, tmp_path / "lt.png", "LeNet on MNIST: layerwise pruning")
+    for ax in drawn[-1].axes:
+        assert [t.get_text().split(":")[0] for t in ax.texts] == ["no network to draw"]
+
+
 @pytest.mark.parametrize("n", [2, 16, 30])
 def test_sparsity_figure_readable(tmp_path, drawn, n):
     figures.plot_sparsity_figure(series(n), tmp_path / "lt.png", "LeNet on MNIST: layerwise pruning")
@@ -145,6 +152,8 @@ def test_compare_figure_with_setting_labels(tmp_path, drawn):
 
 
 def test_branch_style_registry():
+    import lth.lottery.registry  # noqa: F401  (registering the branches registers their styles)
+
     assert figures.branch_style("ticket")["label"] == "winning ticket"
     unknown = figures.branch_style("not_a_branch", index=3)
     assert unknown["label"] == "not_a_branch" and "color" in unknown and "marker" in unknown

@@ -184,6 +184,10 @@ def plot_sparsity_figure(series: dict[str, list[dict]], path: Path, title: str =
         ncol = max(1, min(len(labels), 5, int(150 // (longest + 8))))  # as many columns as fit 11 inches
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.01), fontsize=8, frameon=False,
                    ncol=ncol)
+    if not drawn:  # no network finished with a test accuracy (e.g. every one diverged): say so, not a blank plot
+        for ax in axes:
+            ax.text(0.5, 0.5, "no network to draw: every one diverged\nor has no test accuracy (results.csv)",
+                    ha="center", va="center", transform=ax.transAxes, color="0.4")
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
