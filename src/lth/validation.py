@@ -232,13 +232,13 @@ def check_experiment(cfg: DictConfig, folder: Path) -> None:
                                       f"continued; move it away to start this one in {folder}")
         return
     from lth.lottery.layout import Layout, check_experiment_json, lock_holder, running_elsewhere
-    from lth.storage import CorruptFileError
+    from lth.storage import CorruptFileError, is_writer
 
     try:
         check_experiment_json(Layout(folder), experiment_hash(cfg))
     except (ValueError, CorruptFileError) as exc:
         raise ConfigError(str(exc)) from None
-    if (pid := lock_holder(folder)) is not None:  # refused before Hydra rewrites the running one's .hydra/
+    if is_writer() and (pid := lock_holder(folder)) is not None:  # (a DDP rank > 0 is its rank 0's run)
         raise ConfigError(running_elsewhere(folder, pid))
 
 
