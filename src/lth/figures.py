@@ -242,8 +242,8 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, title: str =
                          band: tuple[str, str] = ("_min", "_max"), test_curve: bool | None = None):
     """``curves``: label -> evaluation points; the test accuracy against iteration, one line per level,
     or the validation accuracy, labelled so, when the test split was not evaluated at every point
-    (``curve_metric``, given the experiments' ``test_curve``); with a band when the points carry ``<metric><band[0]>`` / ``<metric><band[1]>``
-    (min/max by default, the report's 95% confidence interval).
+    (``curve_metric``, given the experiments' ``test_curve``); with a band when the points carry
+    ``<metric><band[0]>`` / ``<metric><band[1]>`` (min/max by default, the report's 95% confidence interval).
     The legend is to the right of the plot. More than ``MAX_CURVES`` levels: that many, evenly
     chosen (the legend says so). The y axis starts below the trained points, not at the untrained
     start. Returns the figure (already saved and closed)."""
