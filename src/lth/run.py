@@ -182,7 +182,8 @@ def usage() -> str:
 
     root = Path(CONFIG_DIR)
     groups = [f"  {g.name}: {options(g)}" for g in sorted(root.iterdir()) if g.is_dir() and g.name not in (
-        "hydra", "__pycache__")] + [f"  hydra/launcher: {options(root / 'hydra' / 'launcher')} (Hydra's own: --hydra-help)"]
+        "hydra", "__pycache__")]
+    groups.append(f"  hydra/launcher: {options(root / 'hydra' / 'launcher')} (Hydra's own: --hydra-help)")
     keys = [f"  {n}={d}  {doc} [read: {when}; {effect}]" for n, d, when, effect, doc in describe()]
     return "\n".join(["usage: python -m lth.run [GROUP=OPTION] [KEY=VALUE] [-m]   (Hydra's flags: --hydra-help)", "",
                       "Groups (conf/):", *groups, "", "Keys (src/lth/config_schema.py; a model's protocol sets its own):",

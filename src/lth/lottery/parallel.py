@@ -129,8 +129,8 @@ class BranchPool:
             threads = int(self.lot.cfg.trainer.get("torch_threads", 1))
             self.executor = cf.ProcessPoolExecutor(
                 self.workers, mp_context=ctx, initializer=_init,
-                initargs=(type(self.lot), self.lot.cfg, self.lot.dir, self.lot.extra_callbacks, threads, ctx.Value("i", 0),
-                          logging.getLogger("lth").getEffectiveLevel()))
+                initargs=(type(self.lot), self.lot.cfg, self.lot.dir, self.lot.extra_callbacks, threads,
+                          ctx.Value("i", 0), logging.getLogger("lth").getEffectiveLevel()))
         return self.executor
 
     def train(self, trainings: list) -> list[dict]:

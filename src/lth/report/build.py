@@ -68,11 +68,13 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
 
         ticket_levels = [r["weights_remaining"] for r in rows if r["branch"] == "ticket"]
         chosen = pick_levels(ticket_levels, levels)
-        paths = {lvl: [e.path / f"round_{rnd:02d}" / "ticket" / "curve.csv" for e in s.experiments]
-                 for lvl in chosen
-                 for rnd in [next(r["round"] for r in rows if r["branch"] == "ticket" and r["weights_remaining"] == lvl)]}
+        paths = {}  # level -> the trials' ticket curves
+        for lvl in chosen:
+            rnd = next(r["round"] for r in rows if r["branch"] == "ticket" and r["weights_remaining"] == lvl)
+            paths[lvl] = [e.path / f"round_{rnd:02d}" / "ticket" / "curve.csv" for e in s.experiments]
         test_curve = all(e.config.get("test_curve", False) for e in s.experiments)
-        key = curve_metric([read_csv(p) for ps in paths.values() for p in ps if p.exists()], test_curve)  # one for all levels
+        key = "val_acc" if not test_curve else curve_metric(  # one metric for all levels
+            [read_csv(p) for ps in paths.values() for p in ps if p.exists()], test_curve)
         curves = {f"{lvl:.1f}%": c for lvl, ps in paths.items() if (c := mean_curve(ps, key))}
         lc = fig_dir / f"{s.slug}_learning_curves.png"
         plot_learning_curves(curves, lc, f"{title}: ticket learning curves{band}", band=("_ci_low", "_ci_high"),

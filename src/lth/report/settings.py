@@ -59,8 +59,9 @@ def group_settings(experiments: list[ExperimentRecord]) -> list[Setting]:
     for exp in experiments:
         cfg = setting_config(exp.config) if exp.config else {"path": str(exp.path)}
         key = json.dumps(cfg, sort_keys=True, default=str)
-        name = (exp.config or {}).get("model", {}).get("name")  # not in the identity (it changes no result), but
-        groups.setdefault(key, Setting(key, {**cfg, "model.name": name} if name else cfg)).experiments.append(exp)  # titles
+        name = (exp.config or {}).get("model", {}).get("name")  # outside the identity, but the titles name the model
+        named = {**cfg, "model.name": name} if name else cfg
+        groups.setdefault(key, Setting(key, named)).experiments.append(exp)
     settings = list(groups.values())
     # Label each setting by what distinguishes it from the others.
     varying = sorted({k for s in settings for k in s.config if len({json.dumps(t.config.get(k), default=str) for t in settings}) > 1})
