@@ -102,6 +102,14 @@ class Hook(pl.Callback):
             except Exception:
                 pass
 
+import lth.quiet
+real_quiet = lth.quiet.quiet
+def quiet():  # the first thing a job does, before torch is loaded
+    if at == "job_start":
+        send()
+    real_quiet()
+lth.quiet.quiet = quiet
+
 real_init = plan.Lottery.__init__
 def init(self, *a, **k):
     real_init(self, *a, **k)
@@ -143,7 +151,7 @@ outputs.plot_sparsity_figure = plot
 lth.run.main()
 """
 
-MOMENTS = ["loading", "trainer_setup", "swallowed_before_lightning_handler", "lightning_handler",
+MOMENTS = ["loading", "job_start", "trainer_setup", "swallowed_before_lightning_handler", "lightning_handler",
            "swallowed_under_lightning_handler", "between_levels", "mask", "figures"]
 
 
@@ -175,6 +183,8 @@ def test_a_signal_at_any_moment_exits_with_128_plus_it_and_keeps_finished_work(t
         folder = tmp_path / f"{at}-{s}" / "exp"
         if at == "loading":
             assert "while starting" in line and not folder.exists()
+        if at == "job_start":  # the folder Hydra made for the job is not left behind
+            assert "before the experiment started; nothing was written" in line and not folder.exists(), line
         if at in ("between_levels", "mask", "figures"):  # the dense round is finished and kept
             assert json.loads((folder / "round_00" / "ticket" / "row.json").read_text())["round"] == 0
             assert (folder / "results.csv").exists()
@@ -255,3 +265,26 @@ def test_lightnings_exit_0_on_sigterm_becomes_interrupted():
         with stop_cleanly("during round 1 ticket"):
             raise SIGTERMException
     assert caught.value.exit_code == 143 and "during round 1 ticket" in str(caught.value)
+
+
+SEED_RUNNER = """
+import os, signal, sys
+sys.argv[0] = "lth-run"
+import lth.run
+from lth.lottery import seeds
+def train_together(todo):  # a signal while the seed launcher trains the seeds' dense rounds as one stack
+    os.kill(os.getpid(), signal.SIGTERM)
+seeds.train_together = train_together
+lth.run.main()
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_in_the_seed_launcher_names_the_sweep_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-c", SEED_RUNNER, "-m", "hydra/launcher=lth_seeds", "seed=0,1",
+                           "stack_networks=true", *TINY, f"hydra.sweep.dir={sweep}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[-1].startswith(f"interrupted: SIGTERM") and f" in {sweep}. " in lines[-1], lines[-1]

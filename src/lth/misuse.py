@@ -73,23 +73,23 @@ def refuse_misuse(argv: list[str]) -> None:
         argv[0] = COMMAND  # Hydra's completion script is written for the program named in argv[0]
 
 
-def discard_unclaimed(out_dir: Path) -> None:
+def discard_unclaimed(out_dir: Path) -> bool:
     """Remove ``out_dir`` if it holds only what Hydra wrote before the job stopped (``.hydra/``, the
     job's log) and no experiment claimed it (no ``experiment.json``), then its parents left empty
-    below the working directory."""
+    below the working directory. True if it was removed."""
     out_dir = Path(out_dir)
     try:
         entries = list(out_dir.iterdir())
     except OSError:
-        return
+        return False
     if any(not (e.name in (".hydra", ".lock") or (e.is_file() and e.suffix == ".log")) for e in entries):
-        return  # experiment.json, rounds, anything else: not ours to remove
+        return False  # experiment.json, rounds, anything else: not ours to remove
     if (out_dir / ".lock").exists():
         with open(out_dir / ".lock") as handle:  # the experiment lock (lth.lottery.layout.experiment_lock)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return  # another process is running this experiment: its folder stays
+                return False  # another process is running this experiment: its folder stays
             shutil.rmtree(out_dir, ignore_errors=True)
     else:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -101,3 +101,4 @@ def discard_unclaimed(out_dir: Path) -> None:
         except OSError:
             break
         parent = parent.parent
+    return True

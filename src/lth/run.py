@@ -133,16 +133,16 @@ def hydra_main(cfg: DictConfig):
 
 def _run(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    from lth.quiet import quiet
+    try:  # (a signal while torch loads is an Interrupted too: the folder Hydra made is not left behind)
+        from lth.quiet import quiet
 
-    quiet()  # library chatter off (lth/quiet.py)
-    from lth.data.integrity import DatasetCorruptError
-    from lth.data.torchvision_files import DatasetNotFoundError
-    from lth.lottery import ExperimentError, Lottery
-    from lth.lottery.layout import experiment_lock
-    from lth.storage import CorruptFileError, is_writer
+        quiet()  # library chatter off (lth/quiet.py)
+        from lth.data.integrity import DatasetCorruptError
+        from lth.data.torchvision_files import DatasetNotFoundError
+        from lth.lottery import ExperimentError, Lottery
+        from lth.lottery.layout import experiment_lock
+        from lth.storage import CorruptFileError, is_writer
 
-    try:
         with experiment_lock(out_dir) if is_writer() else contextlib.nullcontext():
             if is_writer():  # only the process that writes files may clear their leftovers
                 for tmp in out_dir.rglob(".*.tmp"):  # half-written files of a process killed while saving
@@ -152,8 +152,8 @@ def _run(cfg: DictConfig) -> None:
             experiment.run()
         if signals.received() is not None:  # a signal whose exception was lost on the way (lth.signals)
             raise signals.interrupted()
-    except Interrupted as exc:
-        _interrupted(exc, out_dir)
+    except Interrupted as exc:  # (the first clause: the names below may not be imported yet)
+        _interrupted(exc, None if discard_unclaimed(out_dir) else out_dir)
     except (ExperimentError, DatasetNotFoundError, CorruptFileError, DatasetCorruptError) as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -169,9 +169,11 @@ def _run(cfg: DictConfig) -> None:
 def _interrupted(exc: Interrupted, out_dir: Path | None = None) -> None:
     """SIGINT/SIGTERM (lth.training.interrupt): one line, exit 128 + the signal's number."""
     signals.reported()  # one line: later signals are ignored while the process exits
-    where = f" in {out_dir}" if out_dir else ""
-    print(f"interrupted: {exc}{where}. Every finished round is saved; re-run the same command to continue.",
-          file=sys.stderr, flush=True)
+    if out_dir is None and HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+        out_dir = Path(str(HydraConfig.get().sweep.dir))  # a sweep stopped between jobs or in its launcher
+    print(f"interrupted: {exc} in {out_dir}. Every finished round is saved; re-run the same command to continue."
+          if out_dir and out_dir.is_dir() else f"interrupted: {exc} before the experiment started; nothing was "
+          f"written: re-run the same command.", file=sys.stderr, flush=True)
     sys.exit(exc.exit_code)
 
 
