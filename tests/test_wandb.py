@@ -171,6 +171,19 @@ def test_branches_in_folders_keyed_by_their_settings_are_logged_with_this_runs_s
     curves = table(run_dir, [h for h in hist if "curves/path" in h][0], "curves")
     assert len([c for c in curves if c["branch"] == "snip"]) == 3  # evaluations at 0, 10, 20
 
+def test_the_level_axis_holds_the_rows_of_results_csv_only(tmp_path, monkeypatch):
+    """instability=true with rewinding trains a level-0 reference copy (not a row of results.csv): it is
+    not logged as a level of its own."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "exp"
+    Lottery(compose_config([*TINY, "controls=[]", "instability=true", "rewind_iteration=10",
+                            "analysis.interpolation_points=3", "logger=wandb", "logger.mode=offline"]), out).run()
+    assert list((out / "round_00").glob("instability-*/reference/row.json"))
+    logged = {(h["level/round"], k.split("/")[1]) for h in history(_offline_log(out)) for k in h
+              if k.startswith("level/") and k.count("/") == 2}
+    assert logged == {(int(r["round"]), r["branch"]) for r in _results(out)}, logged
+
+
 def test_group_is_shared_by_seeds_only():
     from lth.tracking import setting_group
 

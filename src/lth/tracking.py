@@ -162,8 +162,9 @@ class Tracker:
         self._log(data)
 
     def level(self, row: dict, curve: list[dict] | None = None) -> None:
-        """A finished training: its level point, and its branch's learning-curve and per-layer charts."""
-        if not self.active or _key(row) in self.logged:
+        """A finished training of a branch (a row of results.csv): its level point, and its branch's
+        learning-curve and per-layer charts. Other trainings (the instability reference copy) are not levels."""
+        if not self.active or _key(row) in self.logged or (self.branch_keys and row["branch"] not in self.branch_keys):
             return
         data = {f"level/{row['branch']}/{k}": row[k] for k in LEVEL_KEYS if row.get(k) is not None}
         data["level/weights_remaining"] = row["weights_remaining"]
