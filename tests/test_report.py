@@ -37,6 +37,23 @@ def test_seeds_group_as_trials(seed_runs):
     assert "prune.scheme=layerwise" in two.label
 
 
+def test_settings_are_labelled_by_what_tells_them_apart(seed_runs, tmp_path):
+    """Without Hydra's record, by the keys whose values differ: not the keys a setting does not read
+    (None), not prune.rates repeating model.rates; run by Hydra, by the overrides as the user wrote them."""
+    labels = sorted(s.label for s in group_settings(find_experiments([seed_runs])))
+    assert labels == ["model.global_rate=0.2, prune.scheme=global",
+                      "model.rates.conv=0.0, model.rates.fc=0.2, model.rates.output=0.1, prune.scheme=layerwise"]
+    import shutil
+
+    sweep = shutil.copytree(seed_runs, tmp_path / "sweep")
+    for name, overrides in (("seed0", "[experiment=quickstart, seed=0, prune=layerwise]"),
+                            ("seed1", "[experiment=quickstart, seed=1, prune=layerwise]"),
+                            ("global", "[experiment=quickstart, seed=0, prune=global, trainer=cpu]")):
+        (sweep / name / ".hydra").mkdir()
+        (sweep / name / ".hydra" / "overrides.yaml").write_text(overrides)
+    assert sorted(s.label for s in group_settings(find_experiments([sweep]))) == ["prune=global", "prune=layerwise"]
+
+
 def test_report_mean_min_max_match_per_seed_results(seed_runs, tmp_path):
     md = report([seed_runs], tmp_path / "rep", levels=[100, 80])
     summary = _csv(tmp_path / "rep" / "summary.csv")

@@ -71,7 +71,7 @@ def setting_name(cfg: DictConfig | dict) -> str:
     return f"{tree['model']['name']}-{tree['prune']['scheme']}-{setting_hash(tree)}"
 
 
-def _named(override: str) -> bool:
+def names_experiment(override: str) -> bool:
     """An override that names the folder: a group, or a key of the identity."""
     key = override.split("=", 1)[0].lstrip("+~")
     f = fields().get(key) or next((f for k, f in fields().items() if key.startswith(k + ".")), None)
@@ -84,13 +84,13 @@ def _sanitize(text: str) -> str:
 
 def experiment_name(cfg: DictConfig) -> str:
     """``<sorted overrides of the identity>-<experiment hash>``, e.g. ``model=conv2,seed=1-3fa9c2d1``."""
-    kept = sorted(o for o in (cfg.hydra.overrides.task if "hydra" in cfg else []) if _named(o))
+    kept = sorted(o for o in (cfg.hydra.overrides.task if "hydra" in cfg else []) if names_experiment(o))
     return f"{_sanitize(','.join(kept))}-{experiment_hash(cfg)}"
 
 
 def sweep_name(cfg: DictConfig) -> str:
     """The sweep folder: its overrides (sweep lists included) plus a hash of them."""
-    overrides = sorted(o for o in cfg.hydra.overrides.task if _named(o))
+    overrides = sorted(o for o in cfg.hydra.overrides.task if names_experiment(o))
     return os.environ.get(SWEEP_ENV) or f"{_sanitize(','.join(overrides))}-{digest(overrides)}"
 
 

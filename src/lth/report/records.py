@@ -25,6 +25,7 @@ class ExperimentRecord:
     rows: list[dict]
     missing: list[tuple[int, str]] = field(default_factory=list)  # planned (level, branch) not trained yet
     marked_incomplete: bool = False  # experiment.json says so
+    overrides: list[str] | None = None  # the command line's (Hydra's .hydra/overrides.yaml); None: not run by Hydra
 
     @property
     def seed(self):
@@ -61,6 +62,16 @@ def _load_config(exp_dir: Path) -> dict:
     except Exception as exc:  # a damaged config still lets the results be reported
         log.warning("could not read %s (%s)", path, exc)
         return {}
+
+
+def _load_overrides(exp_dir: Path) -> list[str] | None:
+    from omegaconf import OmegaConf
+
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(exp_dir / ".hydra" / "overrides.yaml"))
+    except Exception:  # noqa: BLE001 - not run by Hydra (or its record is damaged): labelled by its settings
+        return None
+    return [str(o) for o in overrides] if isinstance(overrides, list) else None
 
 
 def planned_cells(config: dict) -> set[tuple[int, str]] | None:
@@ -144,5 +155,6 @@ def find_experiments(paths: list[Path | str]) -> list[ExperimentRecord]:
                 continue
             rows = read_csv(exp_dir / "results.csv") if (exp_dir / "results.csv").exists() else []
             config = _load_config(exp_dir)
-            found[exp_dir] = ExperimentRecord(exp_dir, config, rows, _missing(config, rows), _marked_incomplete(exp_dir))
+            found[exp_dir] = ExperimentRecord(exp_dir, config, rows, _missing(config, rows), _marked_incomplete(exp_dir),
+                                              _load_overrides(exp_dir))
     return list(found.values())

@@ -63,17 +63,45 @@ def group_settings(experiments: list[ExperimentRecord]) -> list[Setting]:
         named = {**cfg, "model.name": name} if name else cfg
         groups.setdefault(key, Setting(key, named)).experiments.append(exp)
     settings = list(groups.values())
-    # Label each setting by what distinguishes it from the others.
-    varying = sorted({k for s in settings for k in s.config if len({json.dumps(t.config.get(k), default=str) for t in settings}) > 1})
+    labels = _override_labels(settings) or _key_labels(settings)
     for i, s in enumerate(settings):
         s.experiments.sort(key=lambda e: (str(e.seed), str(e.path)))
-        if varying:
-            s.label = ", ".join(f"{k}={_short(s.config.get(k))}" for k in varying if k not in ("data._target_", "model.arch._target_"))
+        s.label = labels[i]
         if not s.label:
             c = s.config
             s.label = " ".join(str(x) for x in (c.get("model.name"), c.get("prune.scheme")) if x) or s.experiments[0].path.name
         s.slug = f"s{i + 1}_" + re.sub(r"[^A-Za-z0-9.=+-]+", "_", s.label)[:60].strip("_")
     return settings
+
+
+def _override_labels(settings: list[Setting]) -> list[str] | None:
+    """Each setting by the command-line overrides that tell it from the others (``prune=global``), as the
+    user wrote them; None when a setting was not run by Hydra or two settings would read the same."""
+    from lth.identity import names_experiment
+
+    named = []
+    for s in settings:
+        overrides = s.experiments[0].overrides
+        if overrides is None:
+            return None
+        named.append([o for o in overrides if names_experiment(o) and o.lstrip("+~").partition("=")[0] != "seed"])
+    labels = [", ".join(o for o in mine if any(o not in other for other in named)) for mine in named]
+    return labels if len(set(labels)) == len(labels) and (len(labels) == 1 or all(labels)) else None
+
+
+def _key_labels(settings: list[Setting]) -> list[str]:
+    """Each setting by the keys of the identity whose values tell it from the others, leaving out keys it
+    does not read and a ``prune.*`` key that only repeats its ``model.*`` default (``prune.rates: ${model.rates}``)."""
+    varying = sorted({k for s in settings for k in s.config if k not in ("data._target_", "model.arch._target_") and
+                      len({json.dumps(t.config.get(k), default=str) for t in settings}) > 1})
+    copies = {"prune.rates.": "model.rates.", "prune.rate": "model.global_rate", "prune.exempt": "model.exempt"}
+
+    def repeats(c: dict, k: str) -> bool:
+        source = next((k.replace(p, m, 1) for p, m in copies.items() if k.startswith(p)), None)
+        return source is not None and source in c and c[source] == c[k]
+
+    return [", ".join(f"{k}={_short(s.config[k])}" for k in varying if k in s.config and not repeats(s.config, k))
+            for s in settings]
 
 
 def aggregate(setting: Setting) -> list[dict]:

@@ -136,8 +136,7 @@ class SweepCallback(_HydraCallback):
         try:
             if self.report:
                 md = report([sweep_dir], sweep_dir, self.levels, failed_jobs=failed)
-                log.info("Sweep report: %s", md)
-                print(f"\nSweep report: {md}", flush=True)
+                print(f"\nSweep report: {md}", flush=True)  # (once: not also as a log line)
         except FileNotFoundError as exc:
             log.warning("no sweep report: %s", exc)
         except Exception as exc:  # the jobs' results are on disk whatever happens here
