@@ -56,8 +56,8 @@ def expected(name: str, point: dict) -> dict:
                     milestones=[20000, 25000])
     # The 2020 and 2021 papers' code (OpenLTH's cifar_resnet_20): 160 epochs of ceil(50,000/128) = 391
     # iterations, lr x0.1 at epochs 80 and 120; global pruning over every conv and linear weight
-    # (sparse_global, no pruning_layers_to_ignore).
-    openlth = dict(resnet, iterations=160 * 391, milestones=[80 * 391, 120 * 391], exempt=[])
+    # (sparse_global, no pruning_layers_to_ignore); kaiming_normal weights, uniform BatchNorm.
+    openlth = dict(resnet, iterations=160 * 391, milestones=[80 * 391, 120 * 391], exempt=[], init="openlth")
     if name == "instability_rewind":
         return dict(openlth, lr=0.1, warmup=False, rounds=8, rewind=int(point["rewind_iteration"]), controls=set(),
                     instability=True)
@@ -106,6 +106,7 @@ def test_preset_composes_into_the_papers_protocol_at_every_sweep_point(name):
         assert cfg.rewind_iteration == want["rewind"]
         if "exempt" in want:
             assert list(cfg.prune.exempt) == want["exempt"]
+        assert cfg.model.arch.get("init", "glorot") == want.get("init", "glorot")  # OpenLTH's init, or the 2019 paper's
         assert want["controls"] <= set(cfg.controls)
         assert bool(cfg.instability) == want.get("instability", False)
         if "examples_per_class" in want:
