@@ -156,9 +156,9 @@ QUOTED_LEVELS = [
     # Frankle et al. 2020 (ResNet-20's IMP sparsity); the 2021 preset's own 20 rounds of 20%: 0.8^20
     ("instability_rewind", ["rewind_iteration=500"], (3, 32, 32), {8: 16.8}),
     ("pai_vs_imp", [], (3, 32, 32), {20: 1.2}),
-    # Frankle & Carbin 2019, Section 3 (Figure 5) and Section 4 (Figure 7): 4.3M and 20M weights
-    pytest.param("conv_cifar10", ["model=conv2"], (3, 32, 32), {11: 8.8, 14: 4.6}, marks=pytest.mark.slow),
-    pytest.param("conv_cifar10", ["model=conv4"], (3, 32, 32), {11: 11.1, 12: 9.2}, marks=pytest.mark.slow),
+    # Frankle & Carbin 2019, Section 3 (Figure 5) and Section 4 (Figure 7; 20M weights, 10 s: slow)
+    ("conv_cifar10", ["model=conv2"], (3, 32, 32), {11: 8.8, 14: 4.6}),
+    ("conv_cifar10", ["model=conv4"], (3, 32, 32), {11: 11.1, 12: 9.2}),
     pytest.param("vgg19_warmup", ["lr_warmup=true"], (3, 32, 32), {15: 3.5, 19: 1.5}, marks=pytest.mark.slow),
 ]
 
