@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 
 import hydra.utils
@@ -77,6 +78,28 @@ def test_resnet20_counts_and_shortcuts():
     assert len(pruned) == 19 and all(t.kind == "conv" for t in pruned)  # 19 3x3 convs
     assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 21
+
+
+@pytest.mark.parametrize("init", ["glorot", "openlth"])
+def test_resnet_initialisations_have_their_papers_statistics(init):
+    """``glorot`` (Frankle & Carbin 2019): weights ~ N(0, 2/(fan_in+fan_out)), biases 0, BatchNorm scale 1.
+    ``openlth`` (OpenLTH's cifar_resnet_20: kaiming_normal + uniform BatchNorm): weights ~ N(0, 2/fan_in),
+    BatchNorm scale ~ U(0, 1), shift 0. Checked on the largest tensors, whose sample std is within 2%."""
+    torch.manual_seed(0)
+    model = ResNet(*CIFAR, depth=20, init=init)
+    conv = model.blocks[8].conv2.weight  # 64 x 64 x 3 x 3
+    fan_in = fan_out = 64 * 9
+    want = math.sqrt(2 / fan_in) if init == "openlth" else math.sqrt(2 / (fan_in + fan_out))
+    assert float(conv.std()) == pytest.approx(want, rel=0.02) and abs(float(conv.mean())) < 0.05 * want
+    scales = torch.cat([m.weight.detach() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    shifts = torch.cat([m.bias.detach() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert torch.equal(shifts, torch.zeros_like(shifts))
+    if init == "glorot":
+        assert torch.equal(scales, torch.ones_like(scales)) and torch.equal(model.output.bias, torch.zeros(10))
+    else:
+        assert 0 <= float(scales.min()) and float(scales.max()) <= 1 and float(scales.mean()) == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="init='he' is not one of glorot, openlth"):
+        ResNet(*CIFAR, depth=20, init="he")
 
 
 def test_resnet_depths():

@@ -33,10 +33,11 @@ def composed(name: str, point: list[str]):
 # warm-up, scheme, rounds, rewind, controls contain, instability).
 def expected(name: str, point: dict) -> dict:
     lenet = dict(model="lenet300_100", data="MNIST", iterations=50000, batch=60, opt="adam", lr=1.2e-3, warmup=False,
-                 scheme="layerwise", rates={"fc": 0.2, "output": 0.1}, rounds=20, rewind=0, controls={"reinit"})
+                 scheme="layerwise", rates={"fc": 0.2, "output": 0.1}, rounds=20, rewind=0, controls={"reinit"},
+                 exempt=[])
     conv = {"conv2": (20000, 2e-4, 0.1), "conv4": (25000, 3e-4, 0.1), "conv6": (30000, 3e-4, 0.15)}
     resnet = dict(model="resnet20", data="CIFAR10", iterations=30000, batch=128, opt="sgd", scheme="global", rate=0.2,
-                  rewind=0)
+                  rewind=0, exempt=["output", "*shortcut*"])  # the 2019 paper: 2,560 shortcut, 640 output weights
     if name == "lenet_mnist":
         return lenet
     if name == "conv_cifar10":
@@ -48,14 +49,15 @@ def expected(name: str, point: dict) -> dict:
         w = point["lr_warmup"] == "true"
         return dict(model="vgg19", data="CIFAR10", iterations=112480, batch=64, opt="sgd", lr=0.1, warmup=w,
                     warmup_iterations=10000, scheme="global", rate=0.2, rounds=20, rewind=0, controls={"reinit"},
-                    milestones=[56240, 84360])
+                    milestones=[56240, 84360], exempt=["output"])
     if name == "resnet20_cifar10":
         w = point["lr_warmup"] == "true"
         return dict(resnet, lr=0.03 if w else 0.1, warmup=w, warmup_iterations=20000, rounds=20, controls={"reinit"},
                     milestones=[20000, 25000])
     # The 2020 and 2021 papers' code (OpenLTH's cifar_resnet_20): 160 epochs of ceil(50,000/128) = 391
-    # iterations, lr x0.1 at epochs 80 and 120.
-    openlth = dict(resnet, iterations=160 * 391, milestones=[80 * 391, 120 * 391])
+    # iterations, lr x0.1 at epochs 80 and 120; global pruning over every conv and linear weight
+    # (sparse_global, no pruning_layers_to_ignore); kaiming_normal weights, uniform BatchNorm.
+    openlth = dict(resnet, iterations=160 * 391, milestones=[80 * 391, 120 * 391], exempt=[], init="openlth")
     if name == "instability_rewind":
         return dict(openlth, lr=0.1, warmup=False, rounds=8, rewind=int(point["rewind_iteration"]), controls=set(),
                     instability=True)
@@ -102,6 +104,9 @@ def test_preset_composes_into_the_papers_protocol_at_every_sweep_point(name):
         else:
             assert float(cfg.prune.rate) == want["rate"]
         assert cfg.rewind_iteration == want["rewind"]
+        if "exempt" in want:
+            assert list(cfg.prune.exempt) == want["exempt"]
+        assert cfg.model.arch.get("init", "glorot") == want.get("init", "glorot")  # OpenLTH's init, or the 2019 paper's
         assert want["controls"] <= set(cfg.controls)
         assert bool(cfg.instability) == want.get("instability", False)
         if "examples_per_class" in want:
@@ -135,3 +140,45 @@ def test_help_lists_every_option_of_every_group_presets_included():
         if group == ".":
             continue  # config.yaml, the primary config
         assert option in [o.strip() for o in lines[group].split("(")[0].split(",")], (group, option)
+
+
+# The percentages of weights remaining (P_m) the papers quote, by the pruning round that reaches them,
+# worked out by hand from each paper's layer sizes, per-round rates and exempt tensors. E.g. LeNet after
+# 3 rounds: (0.8^3 * 265,200 fc + 0.9^3 * 1,000 output) / 266,200 = 51.3%; the 2019 ResNet-20 after 4
+# rounds: (0.8^4 * 267,696 + 3,200 exempt shortcut and output weights) / 270,896 = 41.7%; the 2020
+# paper's 16.8% after 8 rounds is 0.8^8 of *every* weight: its code (OpenLTH's cifar_resnet_20,
+# sparse_global without pruning_layers_to_ignore) exempts nothing.
+QUOTED_LEVELS = [
+    # Frankle & Carbin 2019, Section 2 (Figures 3-4)
+    ("lenet_mnist", [], (1, 28, 28), {3: 51.3, 7: 21.1, 9: 13.5, 15: 3.6, 16: 2.9, 20: 1.2}),
+    # Frankle & Carbin 2019, Section 4 (Figure 8)
+    ("resnet20_cifar10", ["lr_warmup=true"], (3, 32, 32), {4: 41.7, 6: 27.1, 7: 21.9, 10: 11.8}),
+    # Frankle et al. 2020 (ResNet-20's IMP sparsity); the 2021 preset's own 20 rounds of 20%: 0.8^20
+    ("instability_rewind", ["rewind_iteration=500"], (3, 32, 32), {8: 16.8}),
+    ("pai_vs_imp", [], (3, 32, 32), {20: 1.2}),
+    # Frankle & Carbin 2019, Section 3 (Figure 5) and Section 4 (Figure 7; 20M weights, 10 s: slow)
+    ("conv_cifar10", ["model=conv2"], (3, 32, 32), {11: 8.8, 14: 4.6}),
+    ("conv_cifar10", ["model=conv4"], (3, 32, 32), {11: 11.1, 12: 9.2}),
+    pytest.param("vgg19_warmup", ["lr_warmup=true"], (3, 32, 32), {15: 3.5, 19: 1.5}, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name, point, shape, quoted", QUOTED_LEVELS)
+def test_the_presets_prune_to_the_percentages_the_papers_quote(name, point, shape, quoted):
+    """The preset's pruning rule (rates, scheme, exempt tensors) applied round after round reaches, to the
+    papers' one decimal, the P_m they quote. Random weights stand in for trained ones: a round's count
+    depends only on how many weights are alive."""
+    import torch
+
+    from lth.models import build_model
+    from lth.pruning import Mask
+    from lth.pruning.rule import PruningRule
+
+    cfg = composed(name, point)
+    model = build_model(cfg.model.arch, shape, 10, 0)
+    rule, mask, gen = PruningRule(cfg.prune, model), Mask.dense(model), torch.Generator().manual_seed(0)
+    reached = {}
+    for level in range(1, max(quoted) + 1):
+        mask = rule.mask_at(level, mask, {n: torch.rand(m.shape, generator=gen) for n, m in mask.items()})
+        reached[level] = round(mask.weights_remaining(), 1)
+    assert {level: reached[level] for level in quoted} == quoted

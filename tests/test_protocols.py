@@ -89,6 +89,36 @@ def test_rewinding_restores_weights_lr_and_data_position_of_iteration_k(tmp_path
     assert float(curve[-1]["lr"]) == pytest.approx(peak * 0.1)  # after the milestone at 35
 
 
+def test_rewound_controls_start_where_the_ticket_starts(tmp_path):
+    """With rewinding (OpenLTH's branches: randomly_prune starts at the rewind step from its state, and
+    randomly_reinitialize at the rewind step from a fresh initialisation), both controls start at iteration
+    K with the learning rate and data of K and a fresh optimizer; random pruning from θK under its own
+    random mask, the re-initialisation from new weights under the ticket's mask."""
+    rec = RecordStart()
+    k = 15
+    exp, rows = run(tmp_path, [f"rewind_iteration={k}", "lr_warmup=true", "warmup.iterations=30", "prune.rounds=1",
+                               "controls=[reinit,random_prune]", "parallel_branches=1"], rec)
+    theta_k, theta0 = load_tensors(exp.dir / "theta_k.pt"), load_tensors(exp.dir / "theta0.pt")
+    ticket_mask = Mask.load(exp.dir / "round_01" / "mask.pt")
+    random_mask = Mask.load(exp.dir / "round_01" / "random_prune" / "mask.pt")
+    assert [(r["round"], r["branch"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random_prune")]
+    cfg = exp.cfg
+    x, y = exp.datamodule.train_stream(int(cfg.train.batch_size), int(cfg.seed), int(cfg.train.iterations)).batch(k)
+    _, ticket, reinit, random_prune = rec.starts
+    for start in (ticket, reinit, random_prune):
+        assert start["start"] == k and start["opt_state"] == 0
+        assert start["lr"] == pytest.approx(float(cfg.optimizer.lr) * k / 30)
+        assert torch.equal(start["batch"][0], x) and torch.equal(start["batch"][1], y)
+    for name, value in random_prune["state"].items():
+        expected = theta_k[name] * random_mask[name] if name in random_mask else theta_k[name]
+        assert torch.equal(value, expected), name
+    for name, value in reinit["state"].items():
+        if name in ticket_mask:
+            alive = ticket_mask[name]
+            assert (value[~alive] == 0).all(), name  # the ticket's mask
+            assert not torch.equal(value[alive], theta0[name][alive]) and not torch.equal(value[alive], theta_k[name][alive])
+
+
 def test_warmup_lr_values_at_chosen_iterations():
     s = LRSchedule(warmup_iterations=100, milestones=(150, 180), gamma=0.1)
     assert [s.factor(i) for i in (0, 25, 50, 99, 100, 149)] == [0.0, 0.25, 0.5, 0.99, 1.0, 1.0]

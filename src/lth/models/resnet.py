@@ -3,7 +3,9 @@
 ResNet-20 (n=3) is the paper's "Resnet-18". Convolutions have no biases and are followed by
 BatchNorm. Where a block changes the shape (stride 2, more filters) its shortcut is a 1x1
 convolution + BatchNorm, held in a module named ``shortcut`` so that the glob ``*shortcut*``
-exempts those weights from pruning.
+exempts those weights from pruning. ``init``: ``glorot`` (the 2019 paper's Gaussian Glorot, the default) or
+``openlth`` (Kaiming normal, BatchNorm scale uniform in [0, 1]: OpenLTH's ``cifar_resnet_20``, the code of
+the 2020 and 2021 papers).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth.models.init import glorot_gaussian_
+from lth.models.init import initialise_
+from lth.models.shapes import check_init
 
 
 class BasicBlock(nn.Module):
@@ -38,10 +41,12 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR ResNet of ``depth`` = 6n+2 (20, 32, 44, 56, 110) with base ``width`` 16 (16-32-64)."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, depth: int = 20, width: int = 16):
+    def __init__(self, input_shape: Sequence[int], num_classes: int, depth: int = 20, width: int = 16,
+                 init: str = "glorot"):
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+        check_init(init)
         n = (depth - 2) // 6
         self.conv = nn.Conv2d(input_shape[0], width, 3, stride=1, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(width)
@@ -54,7 +59,7 @@ class ResNet(nn.Module):
                 f_in = f_out
         self.blocks = nn.Sequential(*blocks)
         self.output = nn.Linear(f_in, num_classes)
-        glorot_gaussian_(self)
+        initialise_(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn(self.conv(x)))

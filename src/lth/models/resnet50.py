@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from lth.models.init import openlth_
+
 LAYERS = (3, 4, 6, 3)
 
 
@@ -26,9 +28,4 @@ class ResNet50(ResNet):
         self.input_shape = tuple(input_shape)
         if input_shape[0] != 3:
             self.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.uniform_(module.weight, 0.0, 1.0)
-                nn.init.zeros_(module.bias)
+        openlth_(self)

@@ -13,6 +13,14 @@ from typing import Any, Sequence
 
 from lth.pruning.prunable import PrunableTensor, prunable_tensors, tensors
 
+INITS = ("glorot", "openlth")  # the initialisations lth.models.init knows (ResNet's ``init``)
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"init={init!r} is not one of {', '.join(INITS)}")
+
+
 PAIR_WIDTHS = (64, 128, 256)  # Conv-2/4/6: the filters of the first, second and third pair
 # VGG: "M" = 2x2 max-pooling. The last block has no pooling: global average pooling follows.
 PLANS: dict[int, list[int | str]] = {
@@ -81,9 +89,11 @@ def vgg(input_shape: Sequence[int], num_classes: int, depth: int = 19, plan: Seq
     return found + [("output.weight", "fc", channels * num_classes)]
 
 
-def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 20, width: int = 16) -> Found:
+def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 20, width: int = 16,
+           init: str = "glorot") -> Found:
     if depth < 8 or (depth - 2) % 6 != 0:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+    check_init(init)
     found, f_in, n = [("conv.weight", "conv", input_shape[0] * width * 9)], width, (depth - 2) // 6
     for stage, f_out in enumerate((width, 2 * width, 4 * width)):
         for i in range(n):
