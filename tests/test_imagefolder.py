@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +190,57 @@ def test_memory_benchmark_runs_end_to_end(tmp_path):
     result = __import__("json").loads(out.read_text())
     assert (result["small"]["images"], result["large"]["images"]) == (40, 160)
     assert (result["small"]["streamed"], result["large"]["streamed"]) == (30, 140)  # whole batches of 10, 10% held out
+
+
+def _checked(prepared, *overrides):
+    """lth's checks before a run (:func:`lth.validation.check`) on a streamed-data configuration."""
+    from lth.validation import check
+
+    check(compose_config(["data=imagefolder", f"data.path={prepared}", f"data.val_size={VAL}", "data.image_size=16",
+                          "data.num_workers=0", *FAST, "prune.rounds=1", "train.batch_size=20", *overrides]))
+
+
+def test_settings_that_do_not_fit_the_prepared_data_are_refused_before_the_run(prepared):
+    """The training file's size, the classes and the input shape of a prepared dataset are read from its
+    lth.json by the checks, so sizes, shapes and exempt patterns are refused as for the built-in data
+    (they were found only once the run had started: a traceback, exit 1)."""
+    from lth.validation import ConfigError
+
+    _checked(prepared)  # fits
+    cases = {("data.val_size=240",): "data.val_size=240 must be smaller than the 240 examples",
+             ("train.batch_size=201",): "train.batch_size=201 is larger than the training set of data=imagefolder (200",
+             ("model=conv6", "data.image_size=4"): "model=conv6 does not fit data=imagefolder (input (3, 4, 4), 3 classes)",
+             ("model=resnet20", "model.exempt=[output,nothing*]"): "'nothing*', which matches no prunable tensor"}
+    for overrides, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            _checked(prepared, *overrides)
+
+
+def test_a_damaged_prepared_dataset_is_one_clear_error(prepared, tmp_path):
+    """A half-copied or damaged prepared folder is named before the run starts (litdata waited for a missing
+    or short chunk, then raised; the others were tracebacks)."""
+    import shutil
+
+    from lth.validation import ConfigError
+
+    chunk = sorted((prepared / "train").glob("chunk-*.bin"))[-1]
+    damages = {"missing chunk": (lambda d: (d / "train" / chunk.name).unlink(), f"{chunk.name} is missing"),
+               "short chunk": (lambda d: os.truncate(d / "train" / chunk.name, 100), "holds 100 bytes, not the"),
+               "no index": (lambda d: (d / "test" / "index.json").unlink(), "test/index.json is missing or unreadable"),
+               "cut lth.json": (lambda d: (d / "lth.json").write_text('{"format": 1, "cla'), "lth.json is damaged"),
+               "cut labels": (lambda d: (d / "train-labels.npy").write_bytes((prepared / "train-labels.npy").read_bytes()[:90]),
+                              "train-labels.npy is damaged"),
+               "other labels": (lambda d: np.save(d / "test-labels.npy", np.zeros(3, np.int64)),
+                                f"test-labels.npy does not hold the {N_TEST} labels of {CLASSES} classes")}
+    for name, (damage, message) in damages.items():
+        copy = tmp_path / name.replace(" ", "_")
+        shutil.copytree(prepared, copy)
+        damage(copy)
+        with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+            _checked(copy)
+        assert "python -m lth.data.prepare" in str(raised.value), name
+    proc = subprocess.run([sys.executable, "-m", "lth.run", "data=imagefolder", f"data.path={tmp_path / 'short_chunk'}",
+                           "data.image_size=16", f"data.val_size={VAL}", *FAST, f"hydra.run.dir={tmp_path / 'exp'}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "not the" in proc.stderr, proc.stderr
+    assert not (tmp_path / "exp").exists()

@@ -43,6 +43,7 @@ def is_remote(path: str) -> bool:
 def read_metadata(path: str | None, cache_dir: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """``lth.json`` and the label arrays of a prepared dataset (fetched with litdata's downloader if remote);
     DatasetNotFoundError where there is none. Needs no torch for a local folder (lth's checks call it)."""
+    from lth.data.integrity import DatasetCorruptError
     from lth.data.torchvision_files import DatasetNotFoundError
 
     if path in (None, "", "None"):
@@ -68,13 +69,62 @@ def read_metadata(path: str | None, cache_dir: str | None = None) -> tuple[dict,
             raise DatasetNotFoundError(
                 f"no prepared dataset at data.path={path} ({os.path.join(folder, missing[0])} is missing); write one "
                 f"with python -m lth.data.prepare SRC OUT (SRC/train/<class>/*.jpg, SRC/val/<class>/*.jpg)")
-    with open(os.path.join(folder, META)) as f:
-        meta = json.load(f)
+    damaged = (f"; prepare it again: remove {path} and run python -m lth.data.prepare SRC {path}"
+               if not is_remote(path) else "; prepare it again with python -m lth.data.prepare SRC OUT")
+    try:
+        with open(os.path.join(folder, META)) as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise DatasetCorruptError(f"{os.path.join(folder, META)} is damaged ({exc}){damaged}") from None
     if meta.get("format") != FORMAT:
         raise DatasetNotFoundError(f"{path} was prepared by another lth version (format {meta.get('format')}, "
                                    f"expected {FORMAT}); prepare it again with python -m lth.data.prepare")
-    labels = {s: np.load(os.path.join(folder, f"{s}-labels.npy")) for s in ("train", "test")}
+    labels = {}
+    for split in SPLITS:
+        file = os.path.join(folder, f"{split}-labels.npy")
+        try:
+            labels[split] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DatasetCorruptError(f"{file} is damaged ({exc}){damaged}") from None
+    if problem := _inconsistent(meta, labels) or (None if is_remote(path) else _missing_chunks(folder, meta)):
+        raise DatasetCorruptError(f"the prepared dataset at data.path={path} is damaged: {problem}{damaged}")
     return meta, labels
+
+
+def _inconsistent(meta: dict, labels: dict[str, np.ndarray]) -> str | None:
+    """What in ``lth.json`` and the label files does not agree (None if all does)."""
+    classes, sizes = meta.get("classes"), meta.get("sizes")
+    if not (isinstance(classes, list) and classes and isinstance(sizes, dict)
+            and all(isinstance(sizes.get(s), int) for s in SPLITS)):
+        return f"{META} lacks its classes or split sizes"
+    for split, y in labels.items():
+        if y.shape != (sizes[split],) or y.dtype.kind not in "iu" or (y.size and not 0 <= y.min() <= y.max() < len(classes)):
+            return f"{split}-labels.npy does not hold the {sizes[split]:,} labels of {len(classes)} classes {META} records"
+    return None
+
+
+def _missing_chunks(folder: str, meta: dict) -> str | None:
+    """The first chunk of a local prepared dataset that is missing or not of the size its ``index.json`` records
+    (a half-copied folder; litdata would wait for it), or an index that does not hold the recorded images."""
+    for split in SPLITS:
+        index = os.path.join(folder, split, "index.json")
+        try:
+            with open(index) as f:
+                chunks = json.load(f)["chunks"]
+            files = [(os.path.join(folder, split, c["filename"]), int(c["chunk_bytes"]), int(c["chunk_size"]))
+                     for c in chunks]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{index} is missing or unreadable ({exc.__class__.__name__}: {exc})"
+        for file, size, _ in files:
+            if not os.path.isfile(file):
+                return f"{file} is missing"
+            if os.path.getsize(file) != size:
+                return f"{file} holds {os.path.getsize(file):,} bytes, not the {size:,} its index.json records"
+        if sum(n for *_, n in files) != meta["sizes"][split]:
+            return f"{index} lists {sum(n for *_, n in files):,} images, not the {meta['sizes'][split]:,} of {META}"
+    return None
 
 
 
