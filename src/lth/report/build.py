@@ -28,7 +28,7 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     found = find_experiments(paths) if found is None else found
     failed_jobs = list(failed_jobs or [])
     if not found and not failed_jobs:
-        raise FileNotFoundError(f"no experiment under {', '.join(map(str, paths))} (no results.csv or experiment.json)")
+        raise FileNotFoundError(f"no experiment under {', '.join(map(str, paths))} (none has an intact results.csv or experiment.json)")
     experiments = [e for e in found if e.finished and e.rows]
     unfinished = [e for e in found if not (e.finished and e.rows)]
     if out is None:
