@@ -244,3 +244,43 @@ def test_a_damaged_prepared_dataset_is_one_clear_error(prepared, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "not the" in proc.stderr, proc.stderr
     assert not (tmp_path / "exp").exists()
+
+
+def test_the_data_order_does_not_depend_on_the_free_memory(prepared, monkeypatch):
+    """litdata lowers a local dataset's loader workers to what MemAvailable fits (256 MB each), and its order
+    depends on the number of workers: on a machine with little free memory the same seed and
+    data.num_workers streamed other batches (a warning only), and a resume elsewhere continued another order."""
+    import litdata.streaming.posix_fast as posix_fast
+
+    def epoch_labels(dm):
+        stream = dm.train_stream(20, 5, 10**9)
+        return [y.tolist() for _, (_, y) in zip(range(stream.steps_per_epoch), stream.batches(0))]
+
+    monkeypatch.delenv("LITDATA_POSIX_MAX_WORKERS", raising=False)
+    ample = epoch_labels(datamodule(prepared, num_workers=2))
+    monkeypatch.setattr(posix_fast, "available_ram_bytes", lambda *a: 300 * 2**20)  # room for one worker
+    assert posix_fast.posix_max_data_workers(requested=2) == 1  # what litdata would do
+    assert epoch_labels(datamodule(prepared, num_workers=2)) == ample
+    assert ample != epoch_labels(datamodule(prepared, num_workers=1))  # the order does depend on the workers
+
+
+def test_litdatas_info_lines_are_not_shown(prepared, caplog):
+    """Each training on a streamed dataset printed litdata's 'POSIX-fast ... mmap chunks in place' and
+    'max_cache_size is unset' INFO lines (several per level) among lth's own."""
+    import logging
+
+    from lth.quiet import LITDATA_LOG_RULES, LibraryMessageFilter, quiet
+
+    def litdata_lines() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            datamodule(prepared).train_stream(20, 5, 1).batch(0)
+        return [r.getMessage() for r in caplog.records if r.name.startswith("litdata")]
+
+    for name in LITDATA_LOG_RULES:  # as without lth.quiet
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, LibraryMessageFilter)]
+    shown = litdata_lines()
+    assert any("POSIX-fast" in m for m in shown) and any("max_cache_size is unset" in m for m in shown), shown
+    quiet()
+    assert litdata_lines() == []

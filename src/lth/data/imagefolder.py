@@ -27,6 +27,7 @@ import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import litdata
 import numpy as np
@@ -253,9 +254,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         rank_batch = _rank_batch(batch_size)
 
         def make_loader():
-            return litdata.StreamingDataLoader(self.train_dataset(seed), batch_size=rank_batch,
-                                               num_workers=self.num_workers, drop_last=True,
-                                               pin_memory=self.device.type == "cuda")
+            # litdata lowers a local dataset's workers to what the free memory fits, and its order depends on
+            # their number: data.num_workers is kept exactly (the order is part of the experiment's identity)
+            with mock.patch.dict(os.environ, {"LITDATA_POSIX_MAX_WORKERS": "0"}):
+                return litdata.StreamingDataLoader(self.train_dataset(seed), batch_size=rank_batch,
+                                                   num_workers=self.num_workers, drop_last=True,
+                                                   pin_memory=self.device.type == "cuda")
 
         return StreamedBatches(make_loader, rank_batch, end, position, length, group)
 
