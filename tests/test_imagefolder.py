@@ -284,3 +284,40 @@ def test_litdatas_info_lines_are_not_shown(prepared, caplog):
     assert any("POSIX-fast" in m for m in shown) and any("max_cache_size is unset" in m for m in shown), shown
     quiet()
     assert litdata_lines() == []
+
+
+def test_prepare_refuses_an_unwritable_or_full_output_and_bad_chunk_sizes(tree, tmp_path, capsys, monkeypatch):
+    """An output folder that cannot be written was a traceback; a bad --chunk-bytes a traceback after OUT.partial
+    was made (and left); a disk too small hung for ever (litdata's workers wait for the chunk they could not
+    write); a write failing part-way left OUT.partial. Each is now one error: line, exit 2, nothing written."""
+    import errno
+    import shutil as shutil_module
+
+    import litdata
+
+    from lth.data.prepare import main
+
+    def refused(*argv) -> str:
+        capsys.readouterr()
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        assert [p.name for p in tmp_path.iterdir()] == ["file"], list(tmp_path.iterdir())
+        return err[0]
+
+    (tmp_path / "file").write_text("not a folder")
+    assert "could not write" in refused(tree, tmp_path / "file" / "out", "--workers", "1")
+    for size in ("abc", "0MB", "-5MB", "1.5.3MB"):
+        assert f"--chunk-bytes {size!r} is not a size" in refused(tree, tmp_path / "out", f"--chunk-bytes={size}")
+    total = sum(p.stat().st_size for p in tree.rglob("*.jpg"))
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: __import__("types").SimpleNamespace(free=total))
+    assert f"the {N_TRAIN + N_TEST:,} images as they are" in refused(tree, tmp_path / "out", "--workers", "1")
+    monkeypatch.undo()
+
+    def full_disk(*args, output_dir, **kwargs):
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "chunk-0-0.bin").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(output_dir) / "chunk-0-1.bin"))
+
+    monkeypatch.setattr(litdata, "optimize", full_disk)
+    assert "No space left on device" in refused(tree, tmp_path / "out", "--workers", "1")

@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -175,8 +176,9 @@ def read_sample(item: tuple[str, int, int]) -> dict:
 
 def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str = "64MB") -> dict:
     """Write ``out`` from ``src`` (see the module docstring); returns the metadata written to ``lth.json``."""
-    import litdata
-
+    if not re.fullmatch(r"\s*\d*\.?\d+\s*[kmgt]?b?\s*", str(chunk_bytes), re.IGNORECASE) or \
+            not float(re.sub(r"[^\d.]", "", str(chunk_bytes))) > 0:
+        raise PrepareError(f"--chunk-bytes {chunk_bytes!r} is not a size: give e.g. 64MB, 512KB or 1GB")
     src, out = Path(src), Path(out)
     if out.exists():
         raise PrepareError(f"{out} already exists; remove it or choose another output folder")
@@ -192,6 +194,33 @@ def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)  # left by an interrupted run: never a finished dataset
+    _check_space(out, sum(os.path.getsize(p) for p in paths), len(paths))
+    try:
+        _write(partial, listed, workers, chunk_bytes)
+    except BaseException:  # a full disk, an unwritable folder, Ctrl-C: no half-written folder stays
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    meta = {"format": FORMAT, "classes": classes, "sizes": {s: len(i) for s, i in listed.items()}}
+    (partial / META).write_text(json.dumps(meta, indent=1))
+    os.replace(partial, out)
+    return meta
+
+
+def _check_space(out: Path, image_bytes: int, images: int) -> None:
+    """Refuse before writing where the images (stored as they are) do not fit beside ``out``: litdata's
+    workers wait forever for a chunk that a full disk kept them from writing."""
+    needed = int(image_bytes * 1.01) + 64 * images + (1 << 20)  # chunk headers, labels, indexes
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise PrepareError(f"{out} needs about {needed / 2**20:,.1f} MiB (the {images:,} images as they are) and "
+                           f"{parent} has {free / 2**20:,.1f} MiB free; free space or choose another output folder")
+
+
+def _write(partial: Path, listed: dict[str, list[tuple[str, int]]], workers: int, chunk_bytes: str) -> None:
+    """Each split's images as litdata chunks and its labels, under ``partial``."""
+    import litdata
+
     partial.mkdir(parents=True)
     for split, items in listed.items():
         # Stored in a fixed random order, so that every chunk mixes the classes: litdata's shuffle
@@ -202,10 +231,6 @@ def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str
                          output_dir=str(partial / split), chunk_bytes=chunk_bytes, num_workers=workers,
                          keep_data_ordered=True, reorder_files=False, verbose=False, start_method=START_METHOD)
         np.save(partial / f"{split}-labels.npy", np.array([label for _, label in items], dtype=np.int64))
-    meta = {"format": FORMAT, "classes": classes, "sizes": {s: len(i) for s, i in listed.items()}}
-    (partial / META).write_text(json.dumps(meta, indent=1))
-    os.replace(partial, out)
-    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         meta = prepare(args.src, args.out, args.workers, args.chunk_bytes)
     except PrepareError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable or full output folder
+        print(f"error: could not write {exc.filename or args.out} ({exc.strerror or exc}); nothing was kept: "
+              f"free space or choose another output folder, and run it again", file=sys.stderr)
         return 2
     print(f"{args.out}: {len(meta['classes'])} classes, {meta['sizes']['train']:,} train and "
           f"{meta['sizes']['test']:,} test images")
