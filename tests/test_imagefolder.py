@@ -321,3 +321,28 @@ def test_prepare_refuses_an_unwritable_or_full_output_and_bad_chunk_sizes(tree, 
 
     monkeypatch.setattr(litdata, "optimize", full_disk)
     assert "No space left on device" in refused(tree, tmp_path / "out", "--workers", "1")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_chunk_damaged_inside_is_one_clear_error_where_it_is_read(prepared, tmp_path, workers):
+    """A chunk of the right size whose bytes are damaged (bit rot, a bad copy) ended the run in litdata's or PIL's
+    traceback (exit 1), from a loader worker with the worker's traceback inside; it is one DatasetCorruptError
+    line (lth.run: error:, exit 2) wherever it is read, training batches and evaluation slices alike."""
+    import shutil
+
+    from lth.data.integrity import DatasetCorruptError
+
+    copy = tmp_path / "rotten"
+    shutil.copytree(prepared, copy)
+    for chunk in (copy / "train").glob("chunk-*.bin"):
+        data = bytearray(chunk.read_bytes())
+        data[16:] = b"A" * (len(data) - 16)
+        chunk.write_bytes(bytes(data))
+    _checked(copy)  # the sizes are right: only reading finds it
+    dm = datamodule(copy, num_workers=workers)
+    for read in (lambda: dm.train_stream(20, 5, 1).batch(0), lambda: dm.splits["val"][0][0:5]):
+        with pytest.raises(DatasetCorruptError) as raised:
+            read()
+        message = str(raised.value)
+        assert "\n" not in message and f"of the prepared dataset {copy}/train cannot be read (" in message, message
+        assert message.endswith("the dataset is damaged; prepare it again with python -m lth.data.prepare SRC OUT")
