@@ -2,7 +2,7 @@
 before it starts (lth.run.check_command: composition, every key, the data, the output folder), so a
 command copied from the docs never ends in an ``error:`` line.
 
-As written, except: ``OUT`` (a prepared dataset) is a small one prepared here; a GPU is assumed present
+As written, except: ``OUT`` (a prepared dataset) is a stand-in with ImageNet's metadata; a GPU is assumed present
 (a command that asks for one is still checked in full on a CPU-only machine); the output folders are
 moved to a temporary one. Shell-completion examples (``<TAB>``) and flags (``--help``, ``-sc``) are
 not runs.
@@ -41,11 +41,25 @@ COMMANDS = commands()
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    from benchmarks.stream_memory import write_image_tree
-    from lth.data.prepare import prepare
+    """A stand-in for ImageNet prepared by ``python -m lth.data.prepare``: its metadata (1,000 classes, 1,281,167
+    training and 50,000 test images, as the checks read them from ``lth.json``, the labels and litdata's
+    ``index.json``) over empty chunks. The commands are checked, never run, and the checks compare the
+    documented sizes (``data.val_size=10000``, batch 1024) with the data's."""
+    import json
+
+    import numpy as np
+
+    from lth.data.prepare import FORMAT, META
 
     out = tmp_path_factory.mktemp("prepared") / "out"
-    prepare(write_image_tree(tmp_path_factory.mktemp("src"), 30, 9, classes=3), out, workers=1)
+    sizes = {"train": 1_281_167, "test": 50_000}
+    for split, n in sizes.items():
+        (out / split).mkdir(parents=True)
+        (out / split / "chunk-0-0.bin").write_bytes(b"")
+        chunk = {"filename": "chunk-0-0.bin", "chunk_bytes": 0, "chunk_size": n}
+        (out / split / "index.json").write_text(json.dumps({"chunks": [chunk]}))
+        np.save(out / f"{split}-labels.npy", np.arange(n, dtype=np.int64) % 1000)
+    (out / META).write_text(json.dumps({"format": FORMAT, "classes": [f"n{i:08d}" for i in range(1000)], "sizes": sizes}))
     return out
 
 

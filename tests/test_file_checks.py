@@ -207,3 +207,21 @@ def test_the_issues_damaged_results_csv_is_skipped_by_the_report(experiment, tmp
                         f"re-run the experiment's command to rewrite it from its rounds"]
     md = (tmp_path / "sweep" / "report.md").read_text()
     assert f"{tmp_path / 'sweep' / 'b'}" in md and f"{damaged.parent}`" not in md and f"{damaged.parent} " not in md
+
+
+def test_a_measurement_that_is_not_a_number_makes_results_csv_damaged(experiment, tmp_path, caplog):
+    """One measured value of results.csv replaced by text (a hand edit, a bad merge) was read as a missing
+    measurement: the report showed '–' there and reported the rest as if nothing were wrong."""
+    root = tmp_path / "root"
+    shutil.copytree(experiment, root)
+    shutil.copytree(root / "exp", root / "intact")
+    results = root / "exp" / "results.csv"
+    with open(results, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[1]["test_acc_at_es"] = "abc"
+    with open(results, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    check_report(root, results, caplog)
+    assert "(line 3: test_acc_at_es='abc' is not a number)" in caplog.text

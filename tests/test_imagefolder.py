@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +190,159 @@ def test_memory_benchmark_runs_end_to_end(tmp_path):
     result = __import__("json").loads(out.read_text())
     assert (result["small"]["images"], result["large"]["images"]) == (40, 160)
     assert (result["small"]["streamed"], result["large"]["streamed"]) == (30, 140)  # whole batches of 10, 10% held out
+
+
+def _checked(prepared, *overrides):
+    """lth's checks before a run (:func:`lth.validation.check`) on a streamed-data configuration."""
+    from lth.validation import check
+
+    check(compose_config(["data=imagefolder", f"data.path={prepared}", f"data.val_size={VAL}", "data.image_size=16",
+                          "data.num_workers=0", *FAST, "prune.rounds=1", "train.batch_size=20", *overrides]))
+
+
+def test_settings_that_do_not_fit_the_prepared_data_are_refused_before_the_run(prepared):
+    """The training file's size, the classes and the input shape of a prepared dataset are read from its
+    lth.json by the checks, so sizes, shapes and exempt patterns are refused as for the built-in data
+    (they were found only once the run had started: a traceback, exit 1)."""
+    from lth.validation import ConfigError
+
+    _checked(prepared)  # fits
+    cases = {("data.val_size=240",): "data.val_size=240 must be smaller than the 240 examples",
+             ("train.batch_size=201",): "train.batch_size=201 is larger than the training set of data=imagefolder (200",
+             ("model=conv6", "data.image_size=4"): "model=conv6 does not fit data=imagefolder (input (3, 4, 4), 3 classes)",
+             ("model=resnet20", "model.exempt=[output,nothing*]"): "'nothing*', which matches no prunable tensor"}
+    for overrides, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            _checked(prepared, *overrides)
+
+
+def test_a_damaged_prepared_dataset_is_one_clear_error(prepared, tmp_path):
+    """A half-copied or damaged prepared folder is named before the run starts (litdata waited for a missing
+    or short chunk, then raised; the others were tracebacks)."""
+    import shutil
+
+    from lth.validation import ConfigError
+
+    chunk = sorted((prepared / "train").glob("chunk-*.bin"))[-1]
+    damages = {"missing chunk": (lambda d: (d / "train" / chunk.name).unlink(), f"{chunk.name} is missing"),
+               "short chunk": (lambda d: os.truncate(d / "train" / chunk.name, 100), "holds 100 bytes, not the"),
+               "no index": (lambda d: (d / "test" / "index.json").unlink(), "test/index.json is missing or unreadable"),
+               "cut lth.json": (lambda d: (d / "lth.json").write_text('{"format": 1, "cla'), "lth.json is damaged"),
+               "cut labels": (lambda d: (d / "train-labels.npy").write_bytes((prepared / "train-labels.npy").read_bytes()[:90]),
+                              "train-labels.npy is damaged"),
+               "other labels": (lambda d: np.save(d / "test-labels.npy", np.zeros(3, np.int64)),
+                                f"test-labels.npy does not hold the {N_TEST} labels of {CLASSES} classes")}
+    for name, (damage, message) in damages.items():
+        copy = tmp_path / name.replace(" ", "_")
+        shutil.copytree(prepared, copy)
+        damage(copy)
+        with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+            _checked(copy)
+        assert "python -m lth.data.prepare" in str(raised.value), name
+    proc = subprocess.run([sys.executable, "-m", "lth.run", "data=imagefolder", f"data.path={tmp_path / 'short_chunk'}",
+                           "data.image_size=16", f"data.val_size={VAL}", *FAST, f"hydra.run.dir={tmp_path / 'exp'}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "not the" in proc.stderr, proc.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_the_data_order_does_not_depend_on_the_free_memory(prepared, monkeypatch):
+    """litdata lowers a local dataset's loader workers to what MemAvailable fits (256 MB each), and its order
+    depends on the number of workers: on a machine with little free memory the same seed and
+    data.num_workers streamed other batches (a warning only), and a resume elsewhere continued another order."""
+    import litdata.streaming.posix_fast as posix_fast
+
+    def epoch_labels(dm):
+        stream = dm.train_stream(20, 5, 10**9)
+        return [y.tolist() for _, (_, y) in zip(range(stream.steps_per_epoch), stream.batches(0))]
+
+    monkeypatch.delenv("LITDATA_POSIX_MAX_WORKERS", raising=False)
+    ample = epoch_labels(datamodule(prepared, num_workers=2))
+    monkeypatch.setattr(posix_fast, "available_ram_bytes", lambda *a: 300 * 2**20)  # room for one worker
+    assert posix_fast.posix_max_data_workers(requested=2) == 1  # what litdata would do
+    assert epoch_labels(datamodule(prepared, num_workers=2)) == ample
+    assert ample != epoch_labels(datamodule(prepared, num_workers=1))  # the order does depend on the workers
+
+
+def test_litdatas_info_lines_are_not_shown(prepared, caplog):
+    """Each training on a streamed dataset printed litdata's 'POSIX-fast ... mmap chunks in place' and
+    'max_cache_size is unset' INFO lines (several per level) among lth's own."""
+    import logging
+
+    from lth.quiet import LITDATA_LOG_RULES, LibraryMessageFilter, quiet
+
+    def litdata_lines() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            datamodule(prepared).train_stream(20, 5, 1).batch(0)
+        return [r.getMessage() for r in caplog.records if r.name.startswith("litdata")]
+
+    for name in LITDATA_LOG_RULES:  # as without lth.quiet
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, LibraryMessageFilter)]
+    shown = litdata_lines()
+    assert any("POSIX-fast" in m for m in shown) and any("max_cache_size is unset" in m for m in shown), shown
+    quiet()
+    assert litdata_lines() == []
+
+
+def test_prepare_refuses_an_unwritable_or_full_output_and_bad_chunk_sizes(tree, tmp_path, capsys, monkeypatch):
+    """An output folder that cannot be written was a traceback; a bad --chunk-bytes a traceback after OUT.partial
+    was made (and left); a disk too small hung for ever (litdata's workers wait for the chunk they could not
+    write); a write failing part-way left OUT.partial. Each is now one error: line, exit 2, nothing written."""
+    import errno
+    import shutil as shutil_module
+
+    import litdata
+
+    from lth.data.prepare import main
+
+    def refused(*argv) -> str:
+        capsys.readouterr()
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        assert [p.name for p in tmp_path.iterdir()] == ["file"], list(tmp_path.iterdir())
+        return err[0]
+
+    (tmp_path / "file").write_text("not a folder")
+    assert "could not write" in refused(tree, tmp_path / "file" / "out", "--workers", "1")
+    for size in ("abc", "0MB", "-5MB", "1.5.3MB"):
+        assert f"--chunk-bytes {size!r} is not a size" in refused(tree, tmp_path / "out", f"--chunk-bytes={size}")
+    total = sum(p.stat().st_size for p in tree.rglob("*.jpg"))
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: __import__("types").SimpleNamespace(free=total))
+    assert f"the {N_TRAIN + N_TEST:,} images as they are" in refused(tree, tmp_path / "out", "--workers", "1")
+    monkeypatch.undo()
+
+    def full_disk(*args, output_dir, **kwargs):
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "chunk-0-0.bin").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(output_dir) / "chunk-0-1.bin"))
+
+    monkeypatch.setattr(litdata, "optimize", full_disk)
+    assert "No space left on device" in refused(tree, tmp_path / "out", "--workers", "1")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_chunk_damaged_inside_is_one_clear_error_where_it_is_read(prepared, tmp_path, workers):
+    """A chunk of the right size whose bytes are damaged (bit rot, a bad copy) ended the run in litdata's or PIL's
+    traceback (exit 1), from a loader worker with the worker's traceback inside; it is one DatasetCorruptError
+    line (lth.run: error:, exit 2) wherever it is read, training batches and evaluation slices alike."""
+    import shutil
+
+    from lth.data.integrity import DatasetCorruptError
+
+    copy = tmp_path / "rotten"
+    shutil.copytree(prepared, copy)
+    for chunk in (copy / "train").glob("chunk-*.bin"):
+        data = bytearray(chunk.read_bytes())
+        data[16:] = b"A" * (len(data) - 16)
+        chunk.write_bytes(bytes(data))
+    _checked(copy)  # the sizes are right: only reading finds it
+    dm = datamodule(copy, num_workers=workers)
+    for read in (lambda: dm.train_stream(20, 5, 1).batch(0), lambda: dm.splits["val"][0][0:5]):
+        with pytest.raises(DatasetCorruptError) as raised:
+            read()
+        message = str(raised.value)
+        assert "\n" not in message and f"of the prepared dataset {copy}/train cannot be read (" in message, message
+        assert message.endswith("the dataset is damaged; prepare it again with python -m lth.data.prepare SRC OUT")

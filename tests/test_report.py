@@ -254,3 +254,20 @@ def test_learning_curves_draw_validation_without_test_curve_whatever_the_test_po
     ax = drawn[-1].axes[0]
     assert ax.get_ylabel() == "validation accuracy (%)"
     assert list(ax.lines[0].get_ydata()) == pytest.approx([100 * float(p["val_acc"]) for p in dense[0]])
+
+
+def test_a_copy_of_an_experiment_is_one_trial_not_two(seed_runs, tmp_path, caplog):
+    """The same experiment found twice (a sweep and its backup copy given together, or a run copied to another
+    folder) counted as two trials of its seed: 'seeds 0, 0, 1', a mean weighted towards the copied seed and a
+    standard deviation and confidence interval over copies."""
+    import shutil
+
+    shutil.copytree(seed_runs / "seed0", tmp_path / "backup" / "seed0")
+    plain = report([seed_runs], tmp_path / "plain")
+    with caplog.at_level("WARNING", logger="lth"):
+        both = report([seed_runs, tmp_path / "backup"], tmp_path / "both")
+    assert _csv(tmp_path / "both" / "summary.csv") == _csv(tmp_path / "plain" / "summary.csv")
+    text = both.read_text()
+    assert "2 trial(s), seeds 0, 1." in text and "3 finished experiment(s) (and 1 copies of them, counted once)" in text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "the same experiment as" in warnings[0] and "counted once" in warnings[0], warnings

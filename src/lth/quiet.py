@@ -34,6 +34,10 @@ What was silenced and why (Lightning 2.6, W&B 0.31, torch 2.14):
 - Lightning's advice to call ``torch.set_float32_matmul_precision`` on Tensor-Core GPUs: lth sets
   the precision from ``trainer.matmul_precision`` (default ``highest``, the exact one, on purpose).
 
+- litdata's INFO lines, several per training on a streamed dataset (``data=imagefolder``):
+  ``StreamingDataset POSIX-fast posix: mmap chunks in place ...`` (how it reads a local folder) and
+  ``max_cache_size is unset; using N GB ...`` (the default size of its download cache).
+
 Lightning's real warnings pass.
 """
 
@@ -71,6 +75,11 @@ LOG_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "trainer.connectors.signal_connector": ((r"(\[rank: \d+\] )?Received SIGTERM", "drop"),
                                             (r"Bypassing SIGTERM", "drop")),
 }
+# litdata's INFO records (data=imagefolder), by logger
+LITDATA_LOG_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "litdata.streaming.dataset": ((r"StreamingDataset POSIX-fast \S+: mmap chunks in place", "drop"),),
+    "litdata.utilities.format": ((r"max_cache_size is unset; using ", "drop"),),
+}
 # lightning_fabric: its rank_zero logger and CUDA accelerator say the same things for Fabric's code.
 _LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
@@ -106,12 +115,12 @@ def quiet_warnings() -> None:
 
 
 def quiet_lightning_logs() -> None:
-    """Attach the record filters to Lightning's loggers (once per logger)."""
-    for package in _LIGHTNING_PACKAGES:
-        for name, rules in LOG_RULES.items():
-            logger = logging.getLogger(f"{package}.{name}")
-            if not any(isinstance(f, LibraryMessageFilter) for f in logger.filters):
-                logger.addFilter(LibraryMessageFilter(rules))
+    """Attach the record filters to Lightning's and litdata's loggers (once per logger)."""
+    loggers = {f"{package}.{name}": rules for package in _LIGHTNING_PACKAGES for name, rules in LOG_RULES.items()}
+    for name, rules in {**loggers, **LITDATA_LOG_RULES}.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, LibraryMessageFilter) for f in logger.filters):
+            logger.addFilter(LibraryMessageFilter(rules))
 
 
 def quiet_wandb(mode: str) -> None:

@@ -135,11 +135,11 @@ def check_data_and_model(tree: dict) -> None:
     """The data sizes fit the training file; the model builds on the dataset's shape with one output per
     class; exempt patterns match a tensor; every level keeps a weight where it prunes. Without torch for the
     built-in data and models (:mod:`lth.data.facts`, :mod:`lth.models.shapes`)."""
-    from lth.data.facts import facts
+    from lth.data.facts import data_facts
     from lth.models.shapes import prunable_shapes
     from lth.pruning.prunable import is_exempt, prune_count
 
-    d, m, p = facts(tree["data"]["_target_"]), tree["model"], tree["prune"]
+    d, m, p = data_facts(tree["data"]), tree["model"], tree["prune"]
     data, total, val = d.name, d.train_file_size, tree["data"]["val_size"]
     if isinstance(total, int) and not val < total:
         raise ConfigError(f"data.val_size={val} must be smaller than the {total:,} examples of data={data}'s training "

@@ -37,6 +37,29 @@ def facts(target: str) -> Facts:
                  getattr(dm, "num_classes", None))
 
 
+def data_facts(data: dict) -> Facts:
+    """The facts of the configured ``data`` (its ``data.*`` settings): :func:`facts`, with a prepared dataset's
+    size, classes and input shape (a local folder's) (3, ``data.image_size``, ``data.image_size``) read from its ``lth.json``, so
+    that the checks that need them run before anything is written. Unreadable metadata leaves them unknown
+    (the check of the data's files reports it)."""
+    d = facts(data["_target_"])
+    if d.files != "prepared":
+        return d
+    from lth.data.prepare import is_remote, read_metadata
+
+    path = data.get("path")
+    if not isinstance(path, str) or is_remote(path):  # an object store's: known once the data is opened
+        return d
+    try:
+        meta, _ = read_metadata(path)
+        size, classes = int(meta["sizes"]["train"]), len(meta["classes"])
+    except Exception:  # noqa: BLE001 - missing or damaged: check_files names it
+        return d
+    side = data.get("image_size")
+    return d._replace(train_file_size=size, num_classes=classes,
+                      input_shape=(3, side, side) if isinstance(side, int) and side >= 1 else ())
+
+
 def check_files(target: str, root: str | None, download: bool) -> None:
     """Raise the data module's error now if its files are missing (and may not be downloaded) or corrupt, without
     reading them: without torch for the built-in datasets, else by the class's ``check_files``."""

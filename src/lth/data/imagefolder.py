@@ -27,6 +27,7 @@ import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import litdata
 import numpy as np
@@ -35,6 +36,7 @@ import torch
 
 from lth.data.base import split_indices
 from lth.data.facts import DATASETS
+from lth.data.integrity import DatasetCorruptError
 from lth.data.prepare import is_remote, read_metadata
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's per-channel statistics (torchvision's reference recipe)
@@ -65,6 +67,27 @@ def decode(sample: dict, tf: Callable, seed: int | None = None) -> torch.Tensor:
         return tf(image)
 
 
+def read(dataset: "ImageStream", index, tf: Callable, seed: Callable[[dict], int | None] = lambda _: None):
+    """Stored image ``index`` of ``dataset`` (a number, or litdata's ``ChunkedIndex``) through ``tf`` and its label; a damaged one (bytes litdata or PIL
+    cannot read) raises DatasetCorruptError naming it."""
+    try:
+        sample = litdata.StreamingDataset.__getitem__(dataset, index)
+        return decode(sample, tf, seed(sample)), sample["label"]
+    except Exception as exc:  # noqa: BLE001 - litdata's chunk parsing and PIL raise many kinds
+        raise DatasetCorruptError(
+            f"{f'image {index}' if isinstance(index, (int, np.integer)) else 'an image'} of the prepared dataset {dataset.input_dir.url or dataset.input_dir.path} cannot be read "
+            f"({exc.__class__.__name__}: {str(exc)[:120]}): the dataset is damaged; prepare it again with python -m "
+            f"lth.data.prepare SRC OUT") from None
+
+
+def _one_line(exc: DatasetCorruptError) -> DatasetCorruptError:
+    """The error raised in a loader worker, without the worker's traceback that torch's loader puts into it."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    prefix = f"{DatasetCorruptError.__module__}.{DatasetCorruptError.__name__}: "
+    return DatasetCorruptError(next((line[len(prefix):] for line in reversed(lines) if line.startswith(prefix)),
+                                    lines[-1] if lines else str(exc)))
+
+
 def _root(path: str) -> str:
     return (path if is_remote(path) else os.path.expanduser(path)).rstrip("/")
 
@@ -82,11 +105,10 @@ class ImageStream(litdata.StreamingDataset):
         self.augment_seed = augment_seed
 
     def __getitem__(self, index):
-        sample = super().__getitem__(index)
-        seed = None
-        if self.augment_seed is not None:
-            seed = ((self.augment_seed * _EPOCH_STRIDE + self.current_epoch) * _SEED_STRIDE + sample["index"]) % 2**63
-        return decode(sample, self.tf, seed), sample["label"]
+        if self.augment_seed is None:
+            return read(self, index, self.tf)
+        return read(self, index, self.tf, lambda sample: (
+            (self.augment_seed * _EPOCH_STRIDE + self.current_epoch) * _SEED_STRIDE + sample["index"]) % 2**63)
 
 
 class LazyImages:
@@ -117,13 +139,12 @@ class LazyImages:
             chosen = self.indices[key]
         else:
             chosen = self.indices[np.asarray(key.cpu() if torch.is_tensor(key) else key, dtype=np.int64)]
-        samples = [litdata.StreamingDataset.__getitem__(self.dataset, int(i)) for i in chosen]
         tf = self.dataset.tf
-        if self.workers > 1 and len(samples) > 1:
+        if self.workers > 1 and len(chosen) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
-                images = list(pool.map(lambda s: decode(s, tf), samples))
+                images = [x for x, _ in pool.map(lambda i: read(self.dataset, int(i), tf), chosen)]
         else:
-            images = [decode(s, tf) for s in samples]
+            images = [read(self.dataset, int(i), tf)[0] for i in chosen]
         if not images:
             return torch.empty((0, *self.shape[1:]), device=self.device)
         return torch.stack(images).to(self.device)
@@ -168,9 +189,12 @@ class StreamedBatches:
             loader.current_epoch = epoch  # its __iter__ moves on to epoch + 1
         while True:
             count = offset
-            for x, y in loader:
-                yield x, torch.as_tensor(y, dtype=torch.int64)
-                count += 1
+            try:
+                for x, y in loader:
+                    yield x, torch.as_tensor(y, dtype=torch.int64)
+                    count += 1
+            except DatasetCorruptError as exc:
+                raise _one_line(exc) from None
             if count != self.steps_per_epoch:
                 raise RuntimeError(f"litdata streamed {count} batches in an epoch, expected {self.steps_per_epoch}")
             offset = 0
@@ -253,9 +277,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         rank_batch = _rank_batch(batch_size)
 
         def make_loader():
-            return litdata.StreamingDataLoader(self.train_dataset(seed), batch_size=rank_batch,
-                                               num_workers=self.num_workers, drop_last=True,
-                                               pin_memory=self.device.type == "cuda")
+            # litdata lowers a local dataset's workers to what the free memory fits, and its order depends on
+            # their number: data.num_workers is kept exactly (the order is part of the experiment's identity)
+            with mock.patch.dict(os.environ, {"LITDATA_POSIX_MAX_WORKERS": "0"}):
+                return litdata.StreamingDataLoader(self.train_dataset(seed), batch_size=rank_batch,
+                                                   num_workers=self.num_workers, drop_last=True,
+                                                   pin_memory=self.device.type == "cuda")
 
         return StreamedBatches(make_loader, rank_batch, end, position, length, group)
 

@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -43,6 +44,7 @@ def is_remote(path: str) -> bool:
 def read_metadata(path: str | None, cache_dir: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """``lth.json`` and the label arrays of a prepared dataset (fetched with litdata's downloader if remote);
     DatasetNotFoundError where there is none. Needs no torch for a local folder (lth's checks call it)."""
+    from lth.data.integrity import DatasetCorruptError
     from lth.data.torchvision_files import DatasetNotFoundError
 
     if path in (None, "", "None"):
@@ -68,13 +70,62 @@ def read_metadata(path: str | None, cache_dir: str | None = None) -> tuple[dict,
             raise DatasetNotFoundError(
                 f"no prepared dataset at data.path={path} ({os.path.join(folder, missing[0])} is missing); write one "
                 f"with python -m lth.data.prepare SRC OUT (SRC/train/<class>/*.jpg, SRC/val/<class>/*.jpg)")
-    with open(os.path.join(folder, META)) as f:
-        meta = json.load(f)
+    damaged = (f"; prepare it again: remove {path} and run python -m lth.data.prepare SRC {path}"
+               if not is_remote(path) else "; prepare it again with python -m lth.data.prepare SRC OUT")
+    try:
+        with open(os.path.join(folder, META)) as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise DatasetCorruptError(f"{os.path.join(folder, META)} is damaged ({exc}){damaged}") from None
     if meta.get("format") != FORMAT:
         raise DatasetNotFoundError(f"{path} was prepared by another lth version (format {meta.get('format')}, "
                                    f"expected {FORMAT}); prepare it again with python -m lth.data.prepare")
-    labels = {s: np.load(os.path.join(folder, f"{s}-labels.npy")) for s in ("train", "test")}
+    labels = {}
+    for split in SPLITS:
+        file = os.path.join(folder, f"{split}-labels.npy")
+        try:
+            labels[split] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DatasetCorruptError(f"{file} is damaged ({exc}){damaged}") from None
+    if problem := _inconsistent(meta, labels) or (None if is_remote(path) else _missing_chunks(folder, meta)):
+        raise DatasetCorruptError(f"the prepared dataset at data.path={path} is damaged: {problem}{damaged}")
     return meta, labels
+
+
+def _inconsistent(meta: dict, labels: dict[str, np.ndarray]) -> str | None:
+    """What in ``lth.json`` and the label files does not agree (None if all does)."""
+    classes, sizes = meta.get("classes"), meta.get("sizes")
+    if not (isinstance(classes, list) and classes and isinstance(sizes, dict)
+            and all(isinstance(sizes.get(s), int) for s in SPLITS)):
+        return f"{META} lacks its classes or split sizes"
+    for split, y in labels.items():
+        if y.shape != (sizes[split],) or y.dtype.kind not in "iu" or (y.size and not 0 <= y.min() <= y.max() < len(classes)):
+            return f"{split}-labels.npy does not hold the {sizes[split]:,} labels of {len(classes)} classes {META} records"
+    return None
+
+
+def _missing_chunks(folder: str, meta: dict) -> str | None:
+    """The first chunk of a local prepared dataset that is missing or not of the size its ``index.json`` records
+    (a half-copied folder; litdata would wait for it), or an index that does not hold the recorded images."""
+    for split in SPLITS:
+        index = os.path.join(folder, split, "index.json")
+        try:
+            with open(index) as f:
+                chunks = json.load(f)["chunks"]
+            files = [(os.path.join(folder, split, c["filename"]), int(c["chunk_bytes"]), int(c["chunk_size"]))
+                     for c in chunks]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{index} is missing or unreadable ({exc.__class__.__name__}: {exc})"
+        for file, size, _ in files:
+            if not os.path.isfile(file):
+                return f"{file} is missing"
+            if os.path.getsize(file) != size:
+                return f"{file} holds {os.path.getsize(file):,} bytes, not the {size:,} its index.json records"
+        if sum(n for *_, n in files) != meta["sizes"][split]:
+            return f"{index} lists {sum(n for *_, n in files):,} images, not the {meta['sizes'][split]:,} of {META}"
+    return None
 
 
 
@@ -125,8 +176,9 @@ def read_sample(item: tuple[str, int, int]) -> dict:
 
 def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str = "64MB") -> dict:
     """Write ``out`` from ``src`` (see the module docstring); returns the metadata written to ``lth.json``."""
-    import litdata
-
+    if not re.fullmatch(r"\s*\d*\.?\d+\s*[kmgt]?b?\s*", str(chunk_bytes), re.IGNORECASE) or \
+            not float(re.sub(r"[^\d.]", "", str(chunk_bytes))) > 0:
+        raise PrepareError(f"--chunk-bytes {chunk_bytes!r} is not a size: give e.g. 64MB, 512KB or 1GB")
     src, out = Path(src), Path(out)
     if out.exists():
         raise PrepareError(f"{out} already exists; remove it or choose another output folder")
@@ -142,6 +194,33 @@ def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)  # left by an interrupted run: never a finished dataset
+    _check_space(out, sum(os.path.getsize(p) for p in paths), len(paths))
+    try:
+        _write(partial, listed, workers, chunk_bytes)
+    except BaseException:  # a full disk, an unwritable folder, Ctrl-C: no half-written folder stays
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    meta = {"format": FORMAT, "classes": classes, "sizes": {s: len(i) for s, i in listed.items()}}
+    (partial / META).write_text(json.dumps(meta, indent=1))
+    os.replace(partial, out)
+    return meta
+
+
+def _check_space(out: Path, image_bytes: int, images: int) -> None:
+    """Refuse before writing where the images (stored as they are) do not fit beside ``out``: litdata's
+    workers wait forever for a chunk that a full disk kept them from writing."""
+    needed = int(image_bytes * 1.01) + 64 * images + (1 << 20)  # chunk headers, labels, indexes
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise PrepareError(f"{out} needs about {needed / 2**20:,.1f} MiB (the {images:,} images as they are) and "
+                           f"{parent} has {free / 2**20:,.1f} MiB free; free space or choose another output folder")
+
+
+def _write(partial: Path, listed: dict[str, list[tuple[str, int]]], workers: int, chunk_bytes: str) -> None:
+    """Each split's images as litdata chunks and its labels, under ``partial``."""
+    import litdata
+
     partial.mkdir(parents=True)
     for split, items in listed.items():
         # Stored in a fixed random order, so that every chunk mixes the classes: litdata's shuffle
@@ -152,10 +231,6 @@ def prepare(src: Path | str, out: Path | str, workers: int = 1, chunk_bytes: str
                          output_dir=str(partial / split), chunk_bytes=chunk_bytes, num_workers=workers,
                          keep_data_ordered=True, reorder_files=False, verbose=False, start_method=START_METHOD)
         np.save(partial / f"{split}-labels.npy", np.array([label for _, label in items], dtype=np.int64))
-    meta = {"format": FORMAT, "classes": classes, "sizes": {s: len(i) for s, i in listed.items()}}
-    (partial / META).write_text(json.dumps(meta, indent=1))
-    os.replace(partial, out)
-    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         meta = prepare(args.src, args.out, args.workers, args.chunk_bytes)
     except PrepareError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable or full output folder
+        print(f"error: could not write {exc.filename or args.out} ({exc.strerror or exc}); nothing was kept: "
+              f"free space or choose another output folder, and run it again", file=sys.stderr)
         return 2
     print(f"{args.out}: {len(meta['classes'])} classes, {meta['sizes']['train']:,} train and "
           f"{meta['sizes']['test']:,} test images")

@@ -28,7 +28,7 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     found = find_experiments(paths) if found is None else found
     failed_jobs = list(failed_jobs or [])
     if not found and not failed_jobs:
-        raise FileNotFoundError(f"no experiment under {', '.join(map(str, paths))} (no results.csv or experiment.json)")
+        raise FileNotFoundError(f"no experiment under {', '.join(map(str, paths))} (none has an intact results.csv or experiment.json)")
     experiments = [e for e in found if e.finished and e.rows]
     unfinished = [e for e in found if not (e.finished and e.rows)]
     if out is None:
@@ -42,8 +42,10 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     fig_dir.mkdir(parents=True, exist_ok=True)
     settings = group_settings(experiments)
 
+    counted = sum(len(s.experiments) for s in settings)
+    copies = f" (and {len(experiments) - counted} copies of them, counted once)" if counted < len(experiments) else ""
     md = ["# Lottery-ticket report", "",
-          f"{len(experiments)} finished experiment(s) in {len(settings)} setting(s); experiments that differ only in "
+          f"{counted} finished experiment(s){copies} in {len(settings)} setting(s); experiments that differ only in "
           "seed are trials: mean ± standard deviation with [min, max] over seeds; the figures draw the 95% "
           "confidence interval of the mean (Student's t), summary.csv has all of them."
           + (f" **{len(unfinished)} unfinished** experiment(s) are listed at the end, not counted." if unfinished else "")

@@ -5,6 +5,7 @@ deviation and 95% confidence interval over them (``lth.report.spread``)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from typing import Any
 
 from lth.report.records import ExperimentRecord, read_csv
 from lth.report.spread import spread
+
+log = logging.getLogger("lth")
 
 METRICS = ("test_acc_at_es", "es_iteration", "final_test_acc", "min_val_loss", "val_acc_at_es")
 # Measured by analysis branches only (e.g. the error barrier of ``instability``): aggregated where present.
@@ -61,7 +64,13 @@ def group_settings(experiments: list[ExperimentRecord]) -> list[Setting]:
         key = json.dumps(cfg, sort_keys=True, default=str)
         name = (exp.config or {}).get("model", {}).get("name")  # outside the identity, but the titles name the model
         named = {**cfg, "model.name": name} if name else cfg
-        groups.setdefault(key, Setting(key, named)).experiments.append(exp)
+        setting = groups.setdefault(key, Setting(key, named))
+        same = next((e for e in setting.experiments if exp.config and e.seed == exp.seed), None)
+        if same is not None:  # a copy of an experiment (another folder, the same settings and seed): one trial
+            log.warning("warning: %s is the same experiment as %s (the same settings and seed %s): counted once",
+                        exp.path, same.path, exp.seed)
+            continue
+        setting.experiments.append(exp)
     settings = list(groups.values())
     labels = _override_labels(settings) or _key_labels(settings)
     for i, s in enumerate(settings):
