@@ -377,3 +377,21 @@ def test_a_streamed_training_with_loader_processes_ends(prepared, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "exp" / "results.csv").exists()
+
+
+def test_a_round_resumed_on_streamed_data_gives_no_warning_about_its_loader(prepared, tmp_path, recwarn):
+    """Lightning warned, at every mid-round resume on a streamed dataset, that the loader 'is not resumable. This can
+    cause unreliable results': the round continues at its step by lth's own position (tested), and says so."""
+    from lth.lottery import Lottery
+    from tests.test_resume import Interrupt, InterruptAt
+
+    cfg = compose_config(["data=imagefolder", f"data.path={prepared}", f"data.val_size={VAL}", "data.image_size=16",
+                          "data.num_workers=0", *FAST, "prune.rounds=1", "train.iterations=30", "train.batch_size=20",
+                          "eval_every=10", "checkpoint_every=10", "trainer.steps_per_call=5"])
+    lottery = Lottery(cfg, tmp_path / "exp")
+    lottery.extra_callbacks.append(InterruptAt("round_01/ticket", 15))
+    with pytest.raises(Interrupt):
+        lottery.run()
+    recwarn.clear()
+    Lottery(cfg, tmp_path / "exp").run()
+    assert not [str(w.message) for w in recwarn if "not resumable" in str(w.message)]

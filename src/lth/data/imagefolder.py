@@ -191,6 +191,14 @@ class StreamedBatches:
     def __len__(self) -> int:
         return -(-self._length // self.group)
 
+    def state_dict(self) -> dict:
+        """Nothing to save: a resumed round streams from its step (``position``, the trainer's iteration). Having
+        it tells Lightning the loader resumes (it warned otherwise, at every mid-round resume, of unreliable results)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """See :meth:`state_dict`."""
+
     def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of iterations ``start, start + 1, ...`` (endless)."""
         epoch, offset = divmod(start, self.steps_per_epoch)
