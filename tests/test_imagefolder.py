@@ -346,3 +346,52 @@ def test_a_chunk_damaged_inside_is_one_clear_error_where_it_is_read(prepared, tm
         message = str(raised.value)
         assert "\n" not in message and f"of the prepared dataset {copy}/train cannot be read (" in message, message
         assert message.endswith("the dataset is damaged; prepare it again with python -m lth.data.prepare SRC OUT")
+
+
+def test_no_evaluation_thread_beside_a_streamed_datasets_loader_processes():
+    """litdata forks its loader processes at every epoch; a fork while lth's evaluation thread ran (the CPU
+    default, eval_beside_training=auto, where a core is free) deadlocked the training for good."""
+    from lth.training.round import eval_beside_training
+
+    def beside(*overrides) -> bool:
+        cfg = compose_config(["data=imagefolder", "data.path=OUT", *FAST, *overrides])
+        return eval_beside_training(cfg, torch.device("cpu"), alone=True)
+
+    with mock_cores(4):
+        assert beside("data.num_workers=0")  # in-process decoding: the thread as elsewhere
+        assert not beside("data.num_workers=2") and not beside("data.num_workers=2", "eval_beside_training=true")
+
+
+def mock_cores(n: int):
+    from unittest import mock
+
+    return mock.patch("os.sched_getaffinity", lambda pid: set(range(n)))
+
+
+@pytest.mark.slow  # a short streamed training in a fresh process, three epochs of loader processes
+def test_a_streamed_training_with_loader_processes_ends(prepared, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lth.run", "data=imagefolder", f"data.path={prepared}",
+                           "data.image_size=16", f"data.val_size={VAL}", "data.num_workers=2", "train.augment=true",
+                           "train.batch_size=20", "train.iterations=30", "eval_every=10", "prune.rounds=0", *FAST,
+                           "eval_beside_training=auto", f"hydra.run.dir={tmp_path / 'exp'}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "exp" / "results.csv").exists()
+
+
+def test_a_round_resumed_on_streamed_data_gives_no_warning_about_its_loader(prepared, tmp_path, recwarn):
+    """Lightning warned, at every mid-round resume on a streamed dataset, that the loader 'is not resumable. This can
+    cause unreliable results': the round continues at its step by lth's own position (tested), and says so."""
+    from lth.lottery import Lottery
+    from tests.test_resume import Interrupt, InterruptAt
+
+    cfg = compose_config(["data=imagefolder", f"data.path={prepared}", f"data.val_size={VAL}", "data.image_size=16",
+                          "data.num_workers=0", *FAST, "prune.rounds=1", "train.iterations=30", "train.batch_size=20",
+                          "eval_every=10", "checkpoint_every=10", "trainer.steps_per_call=5"])
+    lottery = Lottery(cfg, tmp_path / "exp")
+    lottery.extra_callbacks.append(InterruptAt("round_01/ticket", 15))
+    with pytest.raises(Interrupt):
+        lottery.run()
+    recwarn.clear()
+    Lottery(cfg, tmp_path / "exp").run()
+    assert not [str(w.message) for w in recwarn if "not resumable" in str(w.message)]

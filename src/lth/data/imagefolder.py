@@ -67,17 +67,31 @@ def decode(sample: dict, tf: Callable, seed: int | None = None) -> torch.Tensor:
         return tf(image)
 
 
-def read(dataset: "ImageStream", index, tf: Callable, seed: Callable[[dict], int | None] = lambda _: None):
-    """Stored image ``index`` of ``dataset`` (a number, or litdata's ``ChunkedIndex``) through ``tf`` and its label; a damaged one (bytes litdata or PIL
-    cannot read) raises DatasetCorruptError naming it."""
+def fetch(dataset: "ImageStream", index) -> dict:
+    """Stored sample ``index`` of ``dataset`` (a number, or litdata's ``ChunkedIndex``); bytes litdata cannot
+    parse (a damaged chunk) raise DatasetCorruptError naming the dataset. Not thread-safe (litdata's reader)."""
     try:
-        sample = litdata.StreamingDataset.__getitem__(dataset, index)
-        return decode(sample, tf, seed(sample)), sample["label"]
-    except Exception as exc:  # noqa: BLE001 - litdata's chunk parsing and PIL raise many kinds
-        raise DatasetCorruptError(
-            f"{f'image {index}' if isinstance(index, (int, np.integer)) else 'an image'} of the prepared dataset {dataset.input_dir.url or dataset.input_dir.path} cannot be read "
-            f"({exc.__class__.__name__}: {str(exc)[:120]}): the dataset is damaged; prepare it again with python -m "
-            f"lth.data.prepare SRC OUT") from None
+        return litdata.StreamingDataset.__getitem__(dataset, index)
+    except (IndexError, StopIteration):  # litdata's own control flow (the end of a worker's share)
+        raise
+    except Exception as exc:  # noqa: BLE001 - litdata's chunk parsing raises many kinds
+        raise _damaged(dataset, index, exc) from None
+
+
+def decode_checked(dataset: "ImageStream", sample: dict, tf: Callable, seed: int | None = None) -> torch.Tensor:
+    """:func:`decode`, an image PIL cannot read raising DatasetCorruptError naming the dataset."""
+    try:
+        return decode(sample, tf, seed)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
+        raise _damaged(dataset, sample.get("index"), exc) from None
+
+
+def _damaged(dataset: "ImageStream", index, exc: Exception) -> DatasetCorruptError:
+    which = f"image {index}" if isinstance(index, (int, np.integer)) else "an image"
+    return DatasetCorruptError(
+        f"{which} of the prepared dataset {dataset.input_dir.url or dataset.input_dir.path} cannot be read "
+        f"({exc.__class__.__name__}: {str(exc)[:120]}): the dataset is damaged; prepare it again with python -m "
+        f"lth.data.prepare SRC OUT")
 
 
 def _one_line(exc: DatasetCorruptError) -> DatasetCorruptError:
@@ -105,10 +119,11 @@ class ImageStream(litdata.StreamingDataset):
         self.augment_seed = augment_seed
 
     def __getitem__(self, index):
-        if self.augment_seed is None:
-            return read(self, index, self.tf)
-        return read(self, index, self.tf, lambda sample: (
-            (self.augment_seed * _EPOCH_STRIDE + self.current_epoch) * _SEED_STRIDE + sample["index"]) % 2**63)
+        sample = fetch(self, index)
+        seed = None
+        if self.augment_seed is not None:
+            seed = ((self.augment_seed * _EPOCH_STRIDE + self.current_epoch) * _SEED_STRIDE + sample["index"]) % 2**63
+        return decode_checked(self, sample, self.tf, seed), sample["label"]
 
 
 class LazyImages:
@@ -139,12 +154,13 @@ class LazyImages:
             chosen = self.indices[key]
         else:
             chosen = self.indices[np.asarray(key.cpu() if torch.is_tensor(key) else key, dtype=np.int64)]
+        samples = [fetch(self.dataset, int(i)) for i in chosen]
         tf = self.dataset.tf
-        if self.workers > 1 and len(chosen) > 1:
+        if self.workers > 1 and len(samples) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
-                images = [x for x, _ in pool.map(lambda i: read(self.dataset, int(i), tf), chosen)]
+                images = list(pool.map(lambda s: decode_checked(self.dataset, s, tf), samples))
         else:
-            images = [read(self.dataset, int(i), tf)[0] for i in chosen]
+            images = [decode_checked(self.dataset, s, tf) for s in samples]
         if not images:
             return torch.empty((0, *self.shape[1:]), device=self.device)
         return torch.stack(images).to(self.device)
@@ -174,6 +190,14 @@ class StreamedBatches:
 
     def __len__(self) -> int:
         return -(-self._length // self.group)
+
+    def state_dict(self) -> dict:
+        """Nothing to save: a resumed round streams from its step (``position``, the trainer's iteration). Having
+        it tells Lightning the loader resumes (it warned otherwise, at every mid-round resume, of unreliable results)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """See :meth:`state_dict`."""
 
     def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of iterations ``start, start + 1, ...`` (endless)."""

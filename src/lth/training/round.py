@@ -69,7 +69,11 @@ def eval_beside_training(cfg: DictConfig, device: torch.device, alone: bool = Tr
     """``eval_beside_training``: true, false, or auto (the default): on the CPU where the evaluation
     thread finds a free core, i.e. the training runs ``alone`` (not in a worker of
     ``parallel_branches``) on more cores than ``trainer.torch_threads``; not on a GPU, where it
-    would queue on the same stream. (On a CPU with no free core it only competes with training.)"""
+    would queue on the same stream. (On a CPU with no free core it only competes with training.)
+    Never with a streamed dataset's loader processes (``data.num_workers`` > 0): litdata forks them at every
+    epoch, and a fork while the evaluation thread runs deadlocked the training."""
+    if (cfg.get("data") or {}).get("num_workers"):
+        return False
     value = cfg.get("eval_beside_training", "auto")
     if value not in (None, "auto"):
         return bool(value)
