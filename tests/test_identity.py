@@ -56,6 +56,7 @@ def test_dense_round_identity_ignores_pruning_and_rewinding_only():
 
 
 # ---------------------------------------------------------------------- the plan's length; one writer
+import contextlib  # noqa: E402
 import os  # noqa: E402
 
 import pytest  # noqa: E402
@@ -140,6 +141,34 @@ def test_the_lock_of_a_killed_process_does_not_block_a_resume(tmp_path):
     assert (run_dir / ".lock").read_text().strip() == str(holder.pid)  # left behind
     finished(lth_run(tmp_path, "prune.rounds=0", f"hydra.run.dir={run_dir}"))
     assert (run_dir / "results.csv").exists()
+
+
+def test_the_lock_ends_with_its_owner_not_with_its_forked_workers(tmp_path):
+    """A run killed while its data loader's (forked) workers live on: the lock is free at once (the workers
+    held it for seconds, and a resume in that window was refused naming the dead pid)."""
+    from lth.lottery.layout import experiment_lock, lock_holder
+
+    run_dir = tmp_path / "exp"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import multiprocessing as mp, time\n"
+                               "from lth.lottery.layout import experiment_lock\n"
+                               f"with experiment_lock(__import__('pathlib').Path({str(run_dir)!r})):\n"
+                               "    worker = mp.get_context('fork').Process(target=time.sleep, args=(600,))\n"
+                               "    worker.start()\n"
+                               "    print(worker.pid, flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    worker = int(holder.stdout.readline())
+    try:
+        assert lock_holder(run_dir) == str(holder.pid)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        os.kill(worker, 0)  # the worker lives on
+        assert lock_holder(run_dir) is None
+        with experiment_lock(run_dir):
+            pass
+    finally:
+        holder.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
 
 
 def test_a_second_process_is_refused_before_it_rewrites_the_running_ones_hydra_record(tmp_path):

@@ -453,10 +453,28 @@ def lock_holder(folder: Path) -> str | None:
     return None
 
 
+_HELD: set[int] = set()  # the descriptors of the experiment locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a data loader's worker): its copies of the lock descriptors are pointed at
+    /dev/null, so the lock ends with its owner, not with workers that outlive a killed run for a while."""
+    if _HELD:
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd in _HELD:
+            os.dup2(null, fd)
+        os.close(null)
+        _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def experiment_lock(folder: Path):
     """One writer per experiment: an exclusive ``flock`` on ``<folder>/.lock``, which holds the owner's
-    pid. The kernel drops it when the process ends, however it ends, so a killed run never blocks a resume."""
+    pid. The kernel drops it when the process ends, however it ends (forked children do not keep it), so a
+    killed run never blocks a resume."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a+") as handle:
         try:
@@ -468,7 +486,9 @@ def experiment_lock(folder: Path):
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
+        _HELD.add(handle.fileno())
         try:
             yield
         finally:
+            _HELD.discard(handle.fileno())
             fcntl.flock(handle, fcntl.LOCK_UN)
