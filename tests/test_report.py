@@ -177,6 +177,23 @@ def test_unfinished_experiments_are_listed_not_reported_as_results(seed_runs, tm
     assert {r["trials"] for r in _csv(root / "summary.csv")} == {"2"}  # the partial trial is not averaged in
 
 
+def test_a_running_experiment_is_named_running_not_to_be_re_run(seed_runs, tmp_path, capsys):
+    import os
+
+    from lth.lottery.layout import experiment_lock
+
+    root = tmp_path / "runs"
+    _copy(seed_runs / "seed0", root / "seed0")
+    running = _copy(seed_runs / "seed1", root / "running")
+    _keep_rows(running, lambda r: r["round"] == "0")
+    with experiment_lock(running):  # its lth process is still training it
+        assert main([str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"Running now (not reported as results yet; report again when they end): {running.resolve()} " \
+           f"(pid {os.getpid()})" in out and "re-run each one's command" not in out
+    assert f"| running now (pid {os.getpid()}): " in (root / "report.md").read_text()
+
+
 def test_experiment_json_marked_incomplete_and_all_unfinished(seed_runs, tmp_path):
     import json
 

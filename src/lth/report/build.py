@@ -109,7 +109,8 @@ def report(paths: list[Path | str], out: Path | str | None = None, levels: list[
     if unfinished:
         md += ["## Unfinished experiments", "",
                "Not all of their planned networks are trained, so they are not reported as results above. "
-               "Re-run each one's command to continue it.", "", unfinished_table(unfinished), ""]
+               "Re-run each one's command to continue it (one running now goes on by itself: report again when it "
+               "ends).", "", unfinished_table(unfinished), ""]
     if failed_jobs:
         md += ["## Failed sweep jobs", "", *failed_jobs_table(failed_jobs), ""]
     cols = ["setting", "branch", "round", "weights_remaining", "trials", "diverged", "seeds"]

@@ -68,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
               f"with --out DIR", file=sys.stderr)
         return 2
     print(md.read_text())
-    if unfinished:
+    if stopped := [e for e in unfinished if not e.running]:
         print(f"Unfinished (not reported as results; re-run each one's command to continue it): "
-              f"{', '.join(str(e.path) for e in unfinished)}")
+              f"{', '.join(str(e.path) for e in stopped)}")
+    if running := [e for e in unfinished if e.running]:
+        print(f"Running now (not reported as results yet; report again when they end): "
+              f"{', '.join(f'{e.path} (pid {e.running})' for e in running)}")
     print(f"Report written to {md}")
     return 0
 

@@ -81,6 +81,7 @@ def unfinished_table(experiments: list[ExperimentRecord]) -> str:
         for lvl, b in e.missing:
             by_branch.setdefault(b, []).append(lvl)
         todo = "; ".join(f"{b} round(s) {_ranges(lv)}" for b, lv in by_branch.items()) or "marked incomplete"
+        todo = f"running now (pid {e.running}): {todo}" if e.running else todo
         planned = planned_cells(e.config)
         total = f" of {len(planned)}" if planned else ""
         lines.append(f"| `{e.path}` | {e.seed} | {len(e.rows)}{total} | {todo} |")

@@ -26,6 +26,7 @@ class ExperimentRecord:
     missing: list[tuple[int, str]] = field(default_factory=list)  # planned (level, branch) not trained yet
     marked_incomplete: bool = False  # experiment.json says so
     overrides: list[str] | None = None  # the command line's (Hydra's .hydra/overrides.yaml); None: not run by Hydra
+    running: str | None = None  # the pid of the lth process writing it now (its experiment lock), else None
 
     @property
     def seed(self):
@@ -137,6 +138,8 @@ def find_experiments(paths: list[Path | str]) -> list[ExperimentRecord]:
     """Every experiment folder under ``paths`` (one with ``results.csv`` or ``experiment.json``),
     finished or not; folders under hidden ones (``.dense``, ``.hydra``, ``.jobs``) are not experiments,
     and a damaged one is skipped with a warning."""
+    from lth.lottery.layout import lock_holder
+
     found: dict[Path, ExperimentRecord] = {}
     damaged: set[Path] = set()
     for p in map(Path, paths):
@@ -156,5 +159,5 @@ def find_experiments(paths: list[Path | str]) -> list[ExperimentRecord]:
             rows = read_csv(exp_dir / "results.csv") if (exp_dir / "results.csv").exists() else []
             config = _load_config(exp_dir)
             found[exp_dir] = ExperimentRecord(exp_dir, config, rows, _missing(config, rows), _marked_incomplete(exp_dir),
-                                              _load_overrides(exp_dir))
+                                              _load_overrides(exp_dir), lock_holder(exp_dir))
     return list(found.values())
