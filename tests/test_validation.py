@@ -29,6 +29,8 @@ BAD_SETTINGS = [
     (["controls=[nope]"], "controls contains 'nope', which is not known"),
     (["model=vgg11", "data=digits"], "model=vgg11 does not fit data=digits"),
     (["trainer.steps_per_call=0"], "trainer.steps_per_call=0 must be an integer >= 1"),
+    (["data=imagefolder", "data.path=/prepared", "data.num_workers=2", "eval_beside_training=true"],
+     "eval_beside_training=True cannot run beside a streamed dataset's loader processes"),
 ]
 
 

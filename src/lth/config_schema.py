@@ -274,6 +274,9 @@ RULES: list[tuple[str, Callable[[dict], str | None]]] = [
         type(t["parallel_branches"]) is int and t["parallel_branches"] >= 1) else "must be auto or a positive integer"),
     ("optimizer.nesterov", lambda t: None if not t["optimizer"]["nesterov"] or t["optimizer"]["momentum"] else
      "needs momentum: set e.g. optimizer.momentum=0.9 (or optimizer.nesterov=false)"),
+    ("eval_beside_training", lambda t: None if t["eval_beside_training"] is not True or not t["data"]["num_workers"]
+     else "cannot run beside a streamed dataset's loader processes (a fork while it evaluates deadlocks training): "
+          "set data.num_workers=0, or eval_beside_training=auto (off there)"),
 ]
 
 
