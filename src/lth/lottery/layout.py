@@ -348,7 +348,7 @@ def read_results_csv(path: Path, layout: "Layout" = None, lazy: bool = False) ->
         if not row["round"].isdigit() or not row["branch"] or row["diverged"] not in ("True", "False"):
             raise Damaged(f"line {i} is not a result row (round={row['round']!r}, branch={row['branch']!r}, "
                           f"diverged={row['diverged']!r})")
-        for c in (c for c in row if c in MEASURES or c.startswith("remaining:")):
+        for c in (c for c in row if c in MEASURES or c in COLUMNS and c not in TEXT or c.startswith("remaining:")):
             try:
                 float(row[c] or 0)  # empty: not measured (a diverged network, a row without the column)
             except ValueError:
@@ -356,9 +356,10 @@ def read_results_csv(path: Path, layout: "Layout" = None, lazy: bool = False) ->
     return rows
 
 
-# results.csv's columns that hold a number where they hold anything (besides remaining:<tensor>)
-MEASURES = ("es_iteration", "test_acc_at_es", "final_test_acc", "min_val_loss", "val_acc_at_es", "final_iteration",
-            "final_val_loss", "train_time_s", "instability", "stacked")
+# results.csv's columns that hold a number where they hold anything: lth.results.COLUMNS but TEXT, MEASURES
+# (written by some branches only) and remaining:<tensor>
+TEXT = ("round", "branch", "diverged", "diverged_reason")  # (round is checked as a row's index above)
+MEASURES = ("instability", "stacked")
 
 
 def read_results_json(path: Path, layout: "Layout" = None, lazy: bool = False) -> list[dict]:
